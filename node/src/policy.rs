@@ -257,7 +257,7 @@ pub fn choose_placement(
             "max_shards must be at least F + 1",
         ));
     }
-    if !(goal.max_overhead >= 1.0) {
+    if goal.max_overhead.is_nan() || goal.max_overhead < 1.0 {
         return Err(PolicyError::InvalidGoal("max_overhead must be at least 1"));
     }
     let usable: Vec<usize> = peers

@@ -1,0 +1,229 @@
+//! Closed forms and the Markov-chain loss model.
+
+use serde::{Deserialize, Serialize};
+
+pub use kith_node::policy::{binomial_at_least, prob_at_least};
+
+use crate::model::HOURS_PER_YEAR;
+
+/// Wilson score interval for `ok` successes in `total` trials at `z`
+/// standard errors. Returns `(low, high)`.
+pub fn wilson(ok: u64, total: u64, z: f64) -> (f64, f64) {
+    if total == 0 {
+        return (0.0, 1.0);
+    }
+    let n = total as f64;
+    let p = ok as f64 / n;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let half = z * ((p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt()) / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Approximate 95% interval for a Poisson count `x` (events), as counts.
+/// Uses exact-ish bounds for small counts (x = 0 gives 3.69 upper).
+pub fn poisson_ci95(x: u64) -> (f64, f64) {
+    let xf = x as f64;
+    if x == 0 {
+        return (0.0, 3.689);
+    }
+    // Wilson–Hilferty approximation of the chi-square quantiles.
+    let lo = xf * (1.0 - 1.0 / (9.0 * xf) - 1.96 / (3.0 * xf.sqrt())).powi(3);
+    let x1 = xf + 1.0;
+    let hi = x1 * (1.0 - 1.0 / (9.0 * x1) + 1.96 / (3.0 * x1.sqrt())).powi(3);
+    (lo.max(0.0), hi)
+}
+
+/// Inputs of the birth–death Markov model of one object's live shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkovInput {
+    /// Shards needed.
+    pub k: u32,
+    /// Shards stored.
+    pub n: u32,
+    /// Independent permanent loss rate of one shard, per year.
+    pub shard_loss_per_year: f64,
+    /// Repair starts when live shards <= k + `repair_extra` (`None`: no
+    /// repair). Eager repair is `n - k - 1`.
+    pub repair_extra: Option<u32>,
+    /// Mean hours from the triggering loss to the repair being done.
+    pub repair_latency_h: f64,
+    /// Rate of correlated events (disasters) hitting one of this object's
+    /// failure domains, per year.
+    pub correlated_per_year: f64,
+    /// Shards removed by one correlated event.
+    pub correlated_jump: u32,
+}
+
+/// Output of the Markov model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkovOutput {
+    /// Mean time to data loss from n live shards, years.
+    pub mttdl_years: f64,
+    /// Probability of loss in one year, `1 - exp(-1 / MTTDL)`.
+    pub annual_loss: f64,
+}
+
+/// Solve the continuous-time Markov chain for the expected time to loss.
+///
+/// States `i = k..=n` live shards (fewer than k is absorbing). From `i`:
+/// a shard is lost at rate `i * λ` (to `i - 1`); a correlated event at rate
+/// `c` removes `jump` shards; if `i <= k + extra` and `i < n` repair
+/// restores `n` at rate `1 / latency`.
+pub fn markov_loss(inp: &MarkovInput) -> MarkovOutput {
+    let k = inp.k as usize;
+    let n = inp.n as usize;
+    if k == 0 || n < k {
+        return MarkovOutput {
+            mttdl_years: f64::INFINITY,
+            annual_loss: 0.0,
+        };
+    }
+    let m = n - k + 1; // states k..=n -> index i - k
+    let lam = inp.shard_loss_per_year;
+    let mu = match inp.repair_extra {
+        Some(_) if inp.repair_latency_h > 0.0 => HOURS_PER_YEAR / inp.repair_latency_h,
+        Some(_) => f64::INFINITY,
+        None => 0.0,
+    };
+    let c = inp.correlated_per_year;
+    let jump = inp.correlated_jump as usize;
+    // Equations: q_i T_i - sum_j r_ij T_j = 1, where T of absorbing = 0.
+    let mut a = vec![vec![0.0f64; m]; m];
+    let mut b = vec![1.0f64; m];
+    for i in k..=n {
+        let r = i - k;
+        let mut q = 0.0;
+        let fail = i as f64 * lam;
+        q += fail;
+        if i > k {
+            a[r][r - 1] -= fail;
+        }
+        if c > 0.0 && jump > 0 {
+            q += c;
+            if i >= k + jump {
+                a[r][i - jump - k] -= c;
+            }
+        }
+        let repair_on = matches!(inp.repair_extra, Some(x) if i <= k + x as usize) && i < n;
+        if repair_on && mu.is_finite() && mu > 0.0 {
+            q += mu;
+            a[r][n - k] -= mu;
+        }
+        if repair_on && mu.is_infinite() {
+            // Instant repair: state i is equivalent to n.
+            a[r][r] += 1.0;
+            a[r][n - k] -= 1.0;
+            b[r] = 0.0;
+            continue;
+        }
+        a[r][r] += q;
+    }
+    let t = solve(a, b);
+    let mttdl = t.map(|t| t[n - k]).unwrap_or(f64::INFINITY);
+    let annual = if mttdl.is_finite() && mttdl > 0.0 {
+        -(-1.0 / mttdl).exp_m1()
+    } else {
+        0.0
+    };
+    MarkovOutput {
+        mttdl_years: mttdl,
+        annual_loss: annual,
+    }
+}
+
+/// Gaussian elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let piv = (col..n).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
+        if a[piv][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for row in col + 1..n {
+            let f = a[row][col] / a[col][col];
+            if f != 0.0 {
+                for j in col..n {
+                    a[row][j] -= f * a[col][j];
+                }
+                b[row] -= f * b[col];
+            }
+        }
+    }
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        let mut s = b[i];
+        for j in i + 1..n {
+            s -= a[i][j] * x[j];
+        }
+        x[i] = s / a[i][i];
+    }
+    Some(x)
+}
+
+/// Without repair and with independent exponential lifetimes at rate `λ`
+/// per year, the probability an object is lost by `years`:
+/// `P(Bin(n, e^{-λ t}) < k)`.
+pub fn no_repair_loss(k: u32, n: u32, lambda_per_year: f64, years: f64) -> f64 {
+    let survive = (-lambda_per_year * years).exp();
+    1.0 - binomial_at_least(n, k, survive)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markov_no_repair_matches_closed_form() {
+        // Without repair, MTTDL = sum_{i=k}^{n} 1/(i λ).
+        let inp = MarkovInput {
+            k: 3,
+            n: 6,
+            shard_loss_per_year: 0.1,
+            repair_extra: None,
+            repair_latency_h: 0.0,
+            correlated_per_year: 0.0,
+            correlated_jump: 0,
+        };
+        let out = markov_loss(&inp);
+        let want: f64 = (3..=6).map(|i| 1.0 / (f64::from(i) * 0.1)).sum();
+        assert!((out.mttdl_years - want).abs() < 1e-9);
+    }
+
+    #[test]
+    fn markov_repair_helps() {
+        let base = MarkovInput {
+            k: 4,
+            n: 6,
+            shard_loss_per_year: 0.1,
+            repair_extra: Some(1),
+            repair_latency_h: 72.0,
+            correlated_per_year: 0.0,
+            correlated_jump: 0,
+        };
+        let with = markov_loss(&base);
+        let without = markov_loss(&MarkovInput {
+            repair_extra: None,
+            ..base.clone()
+        });
+        assert!(with.mttdl_years > 100.0 * without.mttdl_years);
+        // Correlated total loss bounds the MTTDL by 1 / c.
+        let corr = markov_loss(&MarkovInput {
+            correlated_per_year: 0.01,
+            correlated_jump: 6,
+            ..base
+        });
+        assert!(corr.mttdl_years < 100.0);
+    }
+
+    #[test]
+    fn wilson_contains_p() {
+        let (lo, hi) = wilson(500, 1000, 1.96);
+        assert!(lo < 0.5 && hi > 0.5);
+        assert!(hi - lo < 0.07);
+    }
+}

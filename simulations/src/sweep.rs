@@ -1,0 +1,1 @@
+//! Policy sweeps: the k/n/repair table.
