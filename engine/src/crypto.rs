@@ -1,0 +1,204 @@
+//! Authenticated encryption and the sealing of keys to the repository key.
+//!
+//! Every encrypted byte string in kith is `nonce (12) ‖ ciphertext ‖ tag (16)`
+//! under AES-256-GCM-SIV, which stays safe if a random nonce ever repeats.
+//! Objects that a write-only key must be able to create (packs, index deltas,
+//! snapshots) are encrypted under a fresh key agreed between an ephemeral
+//! x25519 key pair and the repository's public key, so that only a holder of
+//! the repository's secret key can derive it again.
+
+use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use rand::RngCore;
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Length of the random nonce in front of every ciphertext.
+pub const NONCE_LEN: usize = 12;
+/// Length of the authentication tag after every ciphertext.
+pub const TAG_LEN: usize = 16;
+/// Bytes that encryption adds to a plaintext.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// A 256-bit symmetric key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SymmetricKey(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for SymmetricKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SymmetricKey(..)")
+    }
+}
+
+/// Decryption failed: wrong key, or the bytes were altered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthError;
+
+/// A ready cipher for one key; building it expands the AES key once.
+pub struct Cipher(Aes256GcmSiv);
+
+impl Cipher {
+    /// A cipher for `key`.
+    pub fn new(key: &SymmetricKey) -> Self {
+        Cipher(Aes256GcmSiv::new(&key.0.into()))
+    }
+
+    /// Appends `nonce ‖ E(plaintext) ‖ tag` to `out`.
+    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        // Encryption of an in-memory buffer under 64 GiB cannot fail.
+        let tag = self
+            .0
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[start..])
+            .unwrap_or_default();
+        out.extend_from_slice(&tag);
+    }
+
+    /// `nonce ‖ E(plaintext) ‖ tag` as a new vector.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
+        self.seal_into(aad, plaintext, &mut out);
+        out
+    }
+
+    /// Decrypts and authenticates `nonce ‖ ciphertext ‖ tag`.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+        if sealed.len() < OVERHEAD {
+            return Err(AuthError);
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut buf = ct.to_vec();
+        self.0
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                aad,
+                &mut buf,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| AuthError)?;
+        Ok(buf)
+    }
+}
+
+/// Encrypts with a one-off cipher.
+pub fn seal(key: &SymmetricKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    Cipher::new(key).seal(aad, plaintext)
+}
+
+/// Decrypts with a one-off cipher.
+pub fn open(key: &SymmetricKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+    Cipher::new(key).open(aad, sealed)
+}
+
+/// The repository's public x25519 key, to which object keys are sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepoPublicKey(pub [u8; 32]);
+
+/// The repository's secret x25519 key; only full keys hold it.
+#[derive(Clone)]
+pub struct RepoSecretKey(StaticSecret);
+
+impl RepoSecretKey {
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        RepoSecretKey(StaticSecret::from(bytes))
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> RepoPublicKey {
+        RepoPublicKey(PublicKey::from(&self.0).to_bytes())
+    }
+}
+
+const SEAL_CONTEXT: &str = "kith 2026-11 v1 sealed object key";
+
+fn object_key(shared: &[u8; 32], ephemeral: &[u8; 32], public: &[u8; 32]) -> SymmetricKey {
+    let mut input = [0u8; 96];
+    input[..32].copy_from_slice(shared);
+    input[32..64].copy_from_slice(ephemeral);
+    input[64..].copy_from_slice(public);
+    let key = blake3::derive_key(SEAL_CONTEXT, &input);
+    input.zeroize();
+    SymmetricKey(key)
+}
+
+/// A fresh object key sealed to `public`: returns the ephemeral public key to
+/// store beside the object, and the symmetric key to encrypt it with.
+pub fn new_sealed_key(public: &RepoPublicKey) -> ([u8; 32], SymmetricKey) {
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let ephemeral = StaticSecret::from(seed);
+    seed.zeroize();
+    let ephemeral_public = PublicKey::from(&ephemeral).to_bytes();
+    let shared = ephemeral.diffie_hellman(&PublicKey::from(public.0));
+    let key = object_key(shared.as_bytes(), &ephemeral_public, &public.0);
+    (ephemeral_public, key)
+}
+
+/// Derives again the key of an object sealed with `ephemeral_public`.
+/// Fails on low-order points, which an honest writer never produces.
+pub fn open_sealed_key(
+    secret: &RepoSecretKey,
+    ephemeral_public: &[u8; 32],
+) -> Result<SymmetricKey, AuthError> {
+    let shared = secret.0.diffie_hellman(&PublicKey::from(*ephemeral_public));
+    if !shared.was_contributory() {
+        return Err(AuthError);
+    }
+    Ok(object_key(
+        shared.as_bytes(),
+        ephemeral_public,
+        &secret.public().0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn sealed_bytes_open_with_the_same_key_and_aad(data in proptest::collection::vec(any::<u8>(), 0..2048), aad in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let key = SymmetricKey([3u8; 32]);
+            let sealed = seal(&key, &aad, &data);
+            prop_assert_eq!(sealed.len(), data.len() + OVERHEAD);
+            prop_assert_eq!(open(&key, &aad, &sealed).unwrap(), data);
+        }
+
+        #[test]
+        fn a_wrong_key_aad_or_flipped_bit_fails(data in proptest::collection::vec(any::<u8>(), 0..512), bit in 0usize..4096) {
+            let key = SymmetricKey([3u8; 32]);
+            let sealed = seal(&key, b"ctx", &data);
+            prop_assert!(open(&SymmetricKey([4u8; 32]), b"ctx", &sealed).is_err());
+            prop_assert!(open(&key, b"other", &sealed).is_err());
+            let mut flipped = sealed.clone();
+            let i = bit % (flipped.len() * 8);
+            flipped[i / 8] ^= 1 << (i % 8);
+            prop_assert!(open(&key, b"ctx", &flipped).is_err());
+        }
+    }
+
+    #[test]
+    fn sealed_keys_are_recovered_only_with_the_repository_secret() {
+        let secret = RepoSecretKey::from_bytes([9u8; 32]);
+        let (ephemeral, key) = new_sealed_key(&secret.public());
+        let again = open_sealed_key(&secret, &ephemeral).unwrap();
+        assert_eq!(key.0, again.0);
+        let other = RepoSecretKey::from_bytes([10u8; 32]);
+        assert_ne!(open_sealed_key(&other, &ephemeral).unwrap().0, key.0);
+        assert!(open_sealed_key(&secret, &[0u8; 32]).is_err());
+    }
+
+    #[test]
+    fn too_short_ciphertexts_fail_cleanly() {
+        let key = SymmetricKey([1u8; 32]);
+        for n in 0..OVERHEAD {
+            assert!(open(&key, b"", &vec![0u8; n]).is_err());
+        }
+    }
+}
