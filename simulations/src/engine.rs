@@ -185,6 +185,10 @@ struct Object {
     replacing: Vec<u32>,
     targets: Vec<u32>,
     domain_aware: bool,
+    /// A repair episode is open (triggered, not all detected losses fixed).
+    episode: bool,
+    /// Loss time of the shard whose detection triggered the episode.
+    trigger_loss_at: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -208,7 +212,6 @@ struct Sim<'a> {
     households: Vec<HouseholdState>,
     regions: Vec<f64>,
     objects: Vec<Object>,
-    starved: Vec<u32>,
     live_shards: u64,
     last_t: f64,
     object_bytes: f64,
@@ -259,7 +262,6 @@ impl<'a> Sim<'a> {
             households: Vec::new(),
             regions: vec![0.0; nregions],
             objects: Vec::new(),
-            starved: Vec::new(),
             live_shards: 0,
             last_t: 0.0,
             object_bytes: sc.object_bytes as f64,
@@ -564,6 +566,8 @@ impl<'a> Sim<'a> {
             replacing: Vec::new(),
             targets: Vec::new(),
             domain_aware,
+            episode: false,
+            trigger_loss_at: 0.0,
         });
         self.peers[owner as usize].owned.push(id);
     }
@@ -662,9 +666,22 @@ impl<'a> Sim<'a> {
             RepairPolicy::Threshold { extra } => (believed <= o.k + extra, 0.0),
             RepairPolicy::Lazy { extra, delay_h } => (believed <= o.k + extra, delay_h),
         };
-        if !trigger {
+        let open = o.episode;
+        if !trigger && !open {
             return;
         }
+        if !open {
+            let last = o
+                .shards
+                .iter()
+                .filter(|s| s.detected)
+                .map(|s| s.lost_at)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let o = &mut self.objects[obj as usize];
+            o.episode = true;
+            o.trigger_loss_at = last;
+        }
+        let delay = if open { 0.0 } else { delay };
         if delay > 0.0 {
             let o = &mut self.objects[obj as usize];
             o.state = RepairState::Scheduled;
@@ -744,8 +761,12 @@ impl<'a> Sim<'a> {
             .collect();
         let targets = self.select_targets(obj, replacing.len());
         if targets.is_empty() {
-            self.objects[obj as usize].state = RepairState::Idle;
-            self.starved.push(obj);
+            // No online peer to take a shard now: try again later.
+            let o = &mut self.objects[obj as usize];
+            o.state = RepairState::Scheduled;
+            o.gen += 1;
+            let gen = o.gen;
+            self.push(now + RETRY_H, Ev::RepairStart { obj, gen });
             return;
         }
         let shard_bytes = self.object_bytes / f64::from(k);
@@ -805,11 +826,9 @@ impl<'a> Sim<'a> {
         let replacing = std::mem::take(&mut o.replacing);
         let targets = std::mem::take(&mut o.targets);
         let mut first_loss = f64::INFINITY;
-        let mut last_loss = f64::NEG_INFINITY;
         o.shards.retain(|s| {
             if replacing.contains(&s.id) {
                 first_loss = first_loss.min(s.lost_at);
-                last_loss = last_loss.max(s.lost_at);
                 false
             } else {
                 true
@@ -836,6 +855,12 @@ impl<'a> Sim<'a> {
             }
         }
         o.state = RepairState::Idle;
+        if !o.shards.iter().any(|s| s.detected) {
+            o.episode = false;
+            if o.trigger_loss_at.is_finite() {
+                self.stats.repair_latency_h.push(now - o.trigger_loss_at);
+            }
+        }
         for (i, &p) in targets.iter().enumerate() {
             if dead_targets[i].is_none() {
                 self.peers[p as usize].holdings.push(obj);
@@ -844,7 +869,6 @@ impl<'a> Sim<'a> {
         self.stats.repairs += 1;
         if first_loss.is_finite() {
             self.stats.time_to_repair_h.push(now - first_loss);
-            self.stats.repair_latency_h.push(now - last_loss);
         }
         self.evaluate(obj);
     }
@@ -961,10 +985,6 @@ impl<'a> Sim<'a> {
                         self.objects[o as usize].owner = id;
                     }
                     self.peers[id as usize].owned = owned;
-                    let starved = std::mem::take(&mut self.starved);
-                    for o in starved {
-                        self.evaluate(o);
-                    }
                 }
                 Ev::Detect { obj, shard } => {
                     let o = &mut self.objects[obj as usize];
