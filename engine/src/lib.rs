@@ -21,6 +21,7 @@
 //! # });
 //! ```
 
+pub mod backup;
 pub mod blob;
 pub mod chunker;
 pub mod config;

@@ -1,0 +1,81 @@
+//! The uploader: stores finished packs a few at a time and records them in
+//! index deltas. Blobs enter the index cache only with the delta that
+//! lists them, after that delta is stored.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kith_storage::{Handle, Kind};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::index::{IndexFile, IndexPack};
+use crate::pack::FinishedPack;
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+use super::pipeline::Shared;
+
+/// Packs per index delta; a killed backup loses at most this many packs'
+/// index entries (the packs themselves remain and `repair index` finds them).
+const PACKS_PER_DELTA: usize = 32;
+
+pub(crate) async fn run(
+    repo: &Repository,
+    shared: Arc<Shared>,
+    mut packs: mpsc::Receiver<FinishedPack>,
+    concurrency: usize,
+) -> Result<()> {
+    let mut in_flight: JoinSet<Result<IndexPack>> = JoinSet::new();
+    let mut pending: Vec<IndexPack> = Vec::new();
+    let result: Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let p = done.map_err(|e| Error::Task(e.to_string()))??;
+                    shared.stats.data_added_packed.fetch_add(p.size, Ordering::Relaxed);
+                    pending.push(p);
+                    if pending.len() >= PACKS_PER_DELTA {
+                        write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
+                    }
+                }
+                next = packs.recv(), if in_flight.len() < concurrency => {
+                    let Some(pack) = next else { break };
+                    let backend = repo.backend().clone();
+                    in_flight.spawn(async move {
+                        let handle = Handle::new(Kind::Pack, pack.id.to_hex())?;
+                        let size = pack.bytes.len() as u64;
+                        backend.put(&handle, pack.bytes).await?;
+                        Ok(IndexPack { id: pack.id, ephemeral: pack.ephemeral, size, blobs: pack.entries })
+                    });
+                }
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            let p = done.map_err(|e| Error::Task(e.to_string()))??;
+            shared.stats.data_added_packed.fetch_add(p.size, Ordering::Relaxed);
+            pending.push(p);
+        }
+        if !pending.is_empty() {
+            write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &result {
+        shared.fail_message(e.to_string());
+        // Unblock workers waiting to hand over packs.
+        packs.close();
+    }
+    result
+}
+
+async fn write_delta(repo: &Repository, shared: &Arc<Shared>, packs: Vec<IndexPack>) -> Result<()> {
+    let file = IndexFile { packs, supersedes: Vec::new() };
+    let id = repo.write_index_file(&file).await?;
+    let index = shared.index.clone();
+    tokio::task::spawn_blocking(move || index.add_index_files(&[(id, file)], false))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
