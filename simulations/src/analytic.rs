@@ -65,63 +65,110 @@ pub struct MarkovOutput {
     pub annual_loss: f64,
 }
 
-/// Solve the continuous-time Markov chain for the expected time to loss.
+/// Phases of the Erlang repair clock used by [`markov_loss`]: a repair
+/// takes a nearly fixed time in the simulator, not an exponential one.
+pub const REPAIR_PHASES: u32 = 4;
+
+/// Solve the continuous-time Markov chain for the expected time to loss,
+/// with an Erlang repair clock of [`REPAIR_PHASES`] phases.
 ///
-/// States `i = k..=n` live shards (fewer than k is absorbing). From `i`:
-/// a shard is lost at rate `i * λ` (to `i - 1`); a correlated event at rate
-/// `c` removes `jump` shards; if `i <= k + extra` and `i < n` repair
-/// restores `n` at rate `1 / latency`.
+/// States: `i = k..=n` live shards (fewer than k is absorbing), and, while
+/// a repair is under way, the phase of its clock. From `i`: a shard is lost
+/// at rate `i * λ` (to `i - 1`, the repair clock keeps running); a
+/// correlated event at rate `c` removes `jump` shards; a repair starts when
+/// `i <= k + extra`, takes an Erlang time with mean `latency`, and restores
+/// `n` shards.
 pub fn markov_loss(inp: &MarkovInput) -> MarkovOutput {
+    markov_loss_phases(inp, REPAIR_PHASES)
+}
+
+/// [`markov_loss`] with a chosen number of repair phases (1 = exponential).
+pub fn markov_loss_phases(inp: &MarkovInput, phases: u32) -> MarkovOutput {
     let k = inp.k as usize;
     let n = inp.n as usize;
-    if k == 0 || n < k {
-        return MarkovOutput {
-            mttdl_years: f64::INFINITY,
-            annual_loss: 0.0,
-        };
-    }
-    let m = n - k + 1; // states k..=n -> index i - k
-    let lam = inp.shard_loss_per_year;
-    let mu = match inp.repair_extra {
-        Some(_) if inp.repair_latency_h > 0.0 => HOURS_PER_YEAR / inp.repair_latency_h,
-        Some(_) => f64::INFINITY,
-        None => 0.0,
+    let inf = MarkovOutput {
+        mttdl_years: f64::INFINITY,
+        annual_loss: 0.0,
     };
+    if k == 0 || n < k {
+        return inf;
+    }
+    let lam = inp.shard_loss_per_year;
     let c = inp.correlated_per_year;
     let jump = inp.correlated_jump as usize;
-    // Equations: q_i T_i - sum_j r_ij T_j = 1, where T of absorbing = 0.
-    let mut a = vec![vec![0.0f64; m]; m];
-    let mut b = vec![1.0f64; m];
+    let m = phases.max(1) as usize;
+    let latency_y = (inp.repair_latency_h / HOURS_PER_YEAR).max(1e-9);
+    let phase_rate = m as f64 / latency_y;
+    let repair_at = |i: usize| match inp.repair_extra {
+        Some(x) => i < n && i <= k + x as usize,
+        None => false,
+    };
+    // Index states: (i, phase) where phase = 0 means no repair running for
+    // i where repair is off, else phases 0..m of a running repair.
+    let mut index = std::collections::BTreeMap::new();
+    let mut states = Vec::new();
     for i in k..=n {
-        let r = i - k;
+        if repair_at(i) {
+            for ph in 0..m {
+                index.insert((i, ph), states.len());
+                states.push((i, ph));
+            }
+        } else {
+            index.insert((i, 0), states.len());
+            states.push((i, 0));
+        }
+    }
+    // Where a transition to `i` with current phase `ph` lands.
+    let land = |i: usize, ph: usize| -> Option<usize> {
+        if i < k {
+            return None;
+        }
+        if repair_at(i) {
+            index.get(&(i, ph)).copied()
+        } else {
+            index.get(&(i, 0)).copied()
+        }
+    };
+    let s = states.len();
+    let mut a = vec![vec![0.0f64; s]; s];
+    let b = vec![1.0f64; s];
+    for (r, &(i, ph)) in states.iter().enumerate() {
         let mut q = 0.0;
         let fail = i as f64 * lam;
-        q += fail;
-        if i > k {
-            a[r][r - 1] -= fail;
+        if fail > 0.0 {
+            q += fail;
+            if let Some(t) = land(i - 1, ph) {
+                a[r][t] -= fail;
+            }
         }
         if c > 0.0 && jump > 0 {
             q += c;
             if i >= k + jump {
-                a[r][i - jump - k] -= c;
+                if let Some(t) = land(i - jump, ph) {
+                    a[r][t] -= c;
+                }
             }
         }
-        let repair_on = matches!(inp.repair_extra, Some(x) if i <= k + x as usize) && i < n;
-        if repair_on && mu.is_finite() && mu > 0.0 {
-            q += mu;
-            a[r][n - k] -= mu;
-        }
-        if repair_on && mu.is_infinite() {
-            // Instant repair: state i is equivalent to n.
-            a[r][r] += 1.0;
-            a[r][n - k] -= 1.0;
-            b[r] = 0.0;
-            continue;
+        if repair_at(i) {
+            q += phase_rate;
+            let t = if ph + 1 == m {
+                index.get(&(n, 0)).copied()
+            } else {
+                land(i, ph + 1)
+            };
+            if let Some(t) = t {
+                a[r][t] -= phase_rate;
+            }
         }
         a[r][r] += q;
+        if q == 0.0 {
+            // Nothing ever happens: infinite lifetime.
+            return inf;
+        }
     }
+    let start = index.get(&(n, 0)).copied().unwrap_or(0);
     let t = solve(a, b);
-    let mttdl = t.map(|t| t[n - k]).unwrap_or(f64::INFINITY);
+    let mttdl = t.map(|t| t[start]).unwrap_or(f64::INFINITY);
     let annual = if mttdl.is_finite() && mttdl > 0.0 {
         -(-1.0 / mttdl).exp_m1()
     } else {

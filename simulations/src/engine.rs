@@ -461,6 +461,8 @@ impl<'a> Sim<'a> {
                     replicate_below: 0,
                     max_overhead: f64::MAX,
                     min_uptime: 0.0,
+                    domain_losses_survivable: 0,
+                    extra_losses_after_domains: 0,
                 };
                 match choose_placement(&profiles, &goal, self.sc.object_bytes) {
                     Ok(pl) => (pl.k, pl.peers.iter().map(|&i| cands[i]).collect(), true),
@@ -696,7 +698,13 @@ impl<'a> Sim<'a> {
     fn select_targets(&mut self, obj: u32, count: usize) -> Vec<u32> {
         let o = &self.objects[obj as usize];
         let owner = o.owner;
-        let exclude: Vec<u32> = o.shards.iter().map(|s| s.peer).collect();
+        // A peer whose shard was found lost (silently) may take a new one.
+        let exclude: Vec<u32> = o
+            .shards
+            .iter()
+            .filter(|s| !s.detected)
+            .map(|s| s.peer)
+            .collect();
         let domain_aware = o.domain_aware;
         let cands = self.candidates(owner, &exclude);
         let mut cands: Vec<u32> = cands.into_iter().filter(|&p| self.online(p)).collect();

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 use serde_json::json;
 
-use crate::analytic::{binomial_at_least, markov_loss, MarkovInput};
+use crate::analytic::{binomial_at_least, markov_loss, markov_loss_phases, MarkovInput};
 use crate::engine::simulate_many;
 use crate::experiments::{availability_experiment, loss_experiment, summarise, Summary};
 use crate::model::RepairPolicy;
@@ -270,6 +270,10 @@ pub struct MarkovPoint {
     pub sim_high: f64,
     /// Markov prediction (annual loss) with the simulated repair latency.
     pub markov: f64,
+    /// Markov loss rate per object-year (1 / MTTDL), comparable to `sim`.
+    pub markov_rate: f64,
+    /// Same with an exponential (1-phase) repair time.
+    pub markov_rate_exponential: f64,
     /// Losses observed.
     pub losses: u64,
     /// Mean repair latency used, hours.
@@ -300,11 +304,13 @@ pub fn markov_check(seed: u64) -> Vec<MarkovPoint> {
         sc.owner_local_repair = false;
         let runs = simulate_many(&sc, 400, seed);
         let s = summarise(&sc, &runs, seed);
-        let m = markov_loss(&MarkovInput {
+        let minp = MarkovInput {
             correlated_per_year: 0.0,
             correlated_jump: 0,
             ..s.markov_input.clone()
-        });
+        };
+        let m = markov_loss(&minp);
+        let m1 = markov_loss_phases(&minp, 1);
         out.push(MarkovPoint {
             k,
             n,
@@ -313,6 +319,8 @@ pub fn markov_check(seed: u64) -> Vec<MarkovPoint> {
             sim_low: s.loss_sim_ci_low,
             sim_high: s.loss_sim_ci_high,
             markov: m.annual_loss,
+            markov_rate: 1.0 / m.mttdl_years,
+            markov_rate_exponential: 1.0 / m1.mttdl_years,
             losses: s.losses,
             latency_h: s.repair_latency_mean_h,
         });
@@ -326,13 +334,13 @@ fn markov_plot(dir: &Path, pts: &[MarkovPoint]) -> Result<(), String> {
     root.fill(&WHITE).map_err(e)?;
     let lo = pts
         .iter()
-        .map(|p| p.sim_low.min(p.markov))
+        .map(|p| p.sim_low.min(p.markov_rate))
         .fold(1.0, f64::min)
         .max(1e-6)
         / 2.0;
     let hi = pts
         .iter()
-        .map(|p| p.sim_high.max(p.markov))
+        .map(|p| p.sim_high.max(p.markov_rate))
         .fold(1e-6, f64::max)
         * 2.0;
     let mut chart = ChartBuilder::on(&root)
@@ -348,7 +356,7 @@ fn markov_plot(dir: &Path, pts: &[MarkovPoint]) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_desc("simulated loss rate per object-year")
-        .y_desc("Markov annual loss")
+        .y_desc("Markov loss rate (1 / MTTDL)")
         .x_label_formatter(&|v| format!("{v:.0e}"))
         .y_label_formatter(&|v| format!("{v:.0e}"))
         .label_style(("sans-serif", 14))
@@ -363,13 +371,16 @@ fn markov_plot(dir: &Path, pts: &[MarkovPoint]) -> Result<(), String> {
         let c = COLORS[i % COLORS.len()];
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(p.sim_low.max(lo), p.markov), (p.sim_high, p.markov)],
+                vec![
+                    (p.sim_low.max(lo), p.markov_rate),
+                    (p.sim_high, p.markov_rate),
+                ],
                 c.stroke_width(2),
             )))
             .map_err(e)?;
         chart
             .draw_series(std::iter::once(Circle::new(
-                (p.sim.max(lo), p.markov),
+                (p.sim.max(lo), p.markov_rate),
                 5,
                 c.filled(),
             )))

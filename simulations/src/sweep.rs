@@ -85,9 +85,10 @@ pub fn placements_for(name: &str) -> Vec<PlacementPolicy> {
             PlacementPolicy::DomainAware { k: 6, n: 9 },
             PlacementPolicy::DomainAware { k: 8, n: 12 },
             PlacementPolicy::DomainAware { k: 10, n: 15 },
+            kith(2, 8),
+            kith(2, 10),
             kith(2, 16),
-            kith(3, 16),
-            kith(4, 12),
+            kith(3, 12),
         ],
         _ => vec![
             PlacementPolicy::Fixed { k: 8, n: 12 },
