@@ -1,1 +1,76 @@
-fn main() {}
+//! The `kith` command-line tool: parses arguments, opens the repository,
+//! calls the engine, renders results, and maps errors to exit codes
+//! (docs/CLI.md). It is the only crate that prints.
+
+mod args;
+mod cmd;
+mod context;
+mod error;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::context::Context;
+use crate::error::CliError;
+
+async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
+    match command {
+        Command::Init(a) => cmd::init::run(ctx, a).await,
+        Command::Backup(a) => cmd::backup::run(ctx, a).await,
+        Command::Snapshots(a) => cmd::snapshots::run(ctx, a).await,
+        Command::Ls(a) => cmd::ls::run(ctx, a).await,
+        Command::Restore(a) => cmd::restore::run(ctx, a).await,
+        Command::Check(a) => cmd::check::run(ctx, a).await,
+        Command::Key(c) => cmd::key::run(ctx, c).await,
+        Command::Repair(c) => cmd::repair::run(ctx, c).await,
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KITH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kith: cannot start: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let ctx = Context { global: cli.global };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = dispatch(&ctx, &cli.command) => r,
+            _ = tokio::signal::ctrl_c() => Err(CliError::Engine(kith_engine::Error::Interrupted)),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        // A closed pipe (`kith ls | head`) is the reader's choice, not a failure.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("kith: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

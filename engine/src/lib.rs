@@ -23,6 +23,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
@@ -32,7 +33,11 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod repair;
+pub mod restore;
+mod patterns;
 mod repo;
+pub mod walk;
 pub mod snapshot;
 pub mod tree;
 

@@ -62,8 +62,6 @@ pub struct Node {
     pub size: u64,
     /// Modification time, Unix nanoseconds.
     pub mtime: i64,
-    /// Access time, Unix nanoseconds.
-    pub atime: i64,
     /// Status change time, Unix nanoseconds.
     pub ctime: i64,
     /// Inode number at backup time.
@@ -146,7 +144,6 @@ mod tests {
             gid: 2,
             size: 3,
             mtime: -4,
-            atime: 5,
             ctime: 6,
             inode: 7,
             device: 8,

@@ -22,7 +22,6 @@ pub(crate) fn node(name: &[u8], meta: &Metadata, kind: NodeKind) -> Node {
         gid: meta.gid(),
         size: if meta.is_file() { meta.len() } else { 0 },
         mtime: ns(meta.mtime(), meta.mtime_nsec()),
-        atime: ns(meta.atime(), meta.atime_nsec()),
         ctime: ns(meta.ctime(), meta.ctime_nsec()),
         inode: meta.ino(),
         device: meta.dev(),

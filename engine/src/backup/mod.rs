@@ -17,7 +17,6 @@
 //! last: it is the commit point.
 
 mod dir;
-mod exclude;
 mod meta;
 mod options;
 mod pipeline;

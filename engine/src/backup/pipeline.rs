@@ -23,7 +23,7 @@ use crate::tree::{Node, NodeKind};
 use crate::{Error, Result};
 
 use super::dir::DirBuilder;
-use super::exclude::Excludes;
+use crate::patterns::Patterns;
 use super::meta;
 use super::options::{BackupEvent, BackupOptions, BackupOutcome, Observer};
 use super::walk::{scan, PathTrie, Walker};
@@ -368,7 +368,7 @@ pub async fn backup(repo: &Repository, paths: &[PathBuf], options: &BackupOption
         return Err(Error::InvalidInput("give at least one path to back up".into()));
     }
     let paths = absolute_paths(paths)?;
-    let excludes = Excludes::new(&options.excludes, &options.exclude_files)?;
+    let excludes = Patterns::new(&options.excludes, &options.exclude_files)?;
     let config = repo.config().clone();
     let keys = repo.write_keys().clone();
     let host = options.host.clone().unwrap_or_else(host_name);

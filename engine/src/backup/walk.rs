@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::tree::NodeKind;
 
 use super::dir::{DirBuilder, Parent};
-use super::exclude::Excludes;
+use crate::patterns::Patterns;
 use super::meta;
 use super::options::BackupEvent;
 use super::pipeline::{FileJob, Shared};
@@ -48,7 +48,7 @@ impl PathTrie {
 pub(crate) struct Walker<'a> {
     pub(crate) shared: &'a Arc<Shared>,
     pub(crate) jobs: &'a crossbeam_channel::Sender<FileJob>,
-    pub(crate) excludes: &'a Excludes,
+    pub(crate) excludes: &'a Patterns,
     pub(crate) one_file_system: bool,
     pub(crate) force: bool,
 }
@@ -119,7 +119,7 @@ impl Walker<'_> {
                         match entry {
                             Ok(e) => {
                                 let child = e.path();
-                                if !self.excludes.is_excluded(&child) {
+                                if !self.excludes.matches(&child) {
                                     entries.push((e.file_name().as_bytes().to_vec(), child));
                                 }
                             }
@@ -207,7 +207,6 @@ fn skip(shared: &Arc<Shared>, parent: Parent) {
                 gid: 0,
                 size: 0,
                 mtime: 0,
-                atime: 0,
                 ctime: 0,
                 inode: 0,
                 device: 0,
@@ -219,7 +218,7 @@ fn skip(shared: &Arc<Shared>, parent: Parent) {
 }
 
 /// Counts files and bytes under the paths, for progress and ETA.
-pub(crate) fn scan(paths: &[PathBuf], excludes: &Excludes, one_file_system: bool, shared: &Shared) {
+pub(crate) fn scan(paths: &[PathBuf], excludes: &Patterns, one_file_system: bool, shared: &Shared) {
     let mut files = 0u64;
     let mut bytes = 0u64;
     let mut stack: Vec<(PathBuf, u64)> = Vec::new();
@@ -240,7 +239,7 @@ pub(crate) fn scan(paths: &[PathBuf], excludes: &Excludes, one_file_system: bool
         let Ok(rd) = std::fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
             let path = e.path();
-            if excludes.is_excluded(&path) {
+            if excludes.matches(&path) {
                 continue;
             }
             let Ok(m) = std::fs::symlink_metadata(&path) else { continue };

@@ -1,0 +1,197 @@
+//! The command line, as clap definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kith: encrypted, deduplicated backups to a folder, a server, a bucket or friends' machines.
+#[derive(Debug, Parser)]
+#[command(name = "kith", version, about, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Repository location: a folder path (default: the per-user data folder).
+    #[arg(short = 'r', long = "repo", env = "KITH_REPOSITORY", global = true)]
+    pub(crate) repo: Option<String>,
+    /// Read the password from this file.
+    #[arg(long, env = "KITH_PASSWORD_FILE", global = true)]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Open the repository with the master key (paper key) in this file instead of a password.
+    #[arg(long, global = true)]
+    pub(crate) master_key_file: Option<PathBuf>,
+    /// Folder for local caches (default: the per-user cache folder).
+    #[arg(long, env = "KITH_CACHE_DIR", global = true)]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    /// Print more detail (repeat for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and folders.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List the files of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot into a folder.
+    Restore(RestoreArgs),
+    /// Verify the repository's structure and, optionally, its data.
+    Check(CheckArgs),
+    /// Manage the passwords (key files) of the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Rebuild damaged parts of the repository.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+/// Argon2id cost of a new key file.
+#[derive(Debug, Args, Clone, Copy)]
+pub(crate) struct KdfArgs {
+    /// Memory for the password hash, in KiB (default 65536).
+    #[arg(long, value_name = "KIB")]
+    pub(crate) kdf_memory: Option<u32>,
+    /// Passes of the password hash (default 3).
+    #[arg(long, value_name = "N")]
+    pub(crate) kdf_iterations: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    #[command(flatten)]
+    pub(crate) kdf: KdfArgs,
+    /// Target pack size in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub(crate) pack_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupArgs {
+    /// Files and folders to back up.
+    #[arg(required = true, value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Leave out paths matching a glob (repeatable); without '/' it matches names.
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    pub(crate) excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub(crate) exclude_files: Vec<PathBuf>,
+    /// Do not cross into other file systems.
+    #[arg(short = 'x', long)]
+    pub(crate) one_file_system: bool,
+    /// Read every file even if the cache says it is unchanged.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Create the repository first if it does not exist.
+    #[arg(long)]
+    pub(crate) init: bool,
+    #[command(flatten)]
+    pub(crate) kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotsArgs {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Only snapshots with this tag.
+    #[arg(long = "tag")]
+    pub(crate) tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// Snapshot id, id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Only this path (and what is under it).
+    pub(crate) path: Option<String>,
+    /// Show mode, size and time.
+    #[arg(short, long)]
+    pub(crate) long: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// Snapshot id, id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Folder to restore into; it must be empty or absent.
+    #[arg(short, long)]
+    pub(crate) target: PathBuf,
+    /// Restore only paths matching a glob, and what is under them (repeatable).
+    #[arg(short, long = "include", value_name = "PATTERN")]
+    pub(crate) includes: Vec<String>,
+    /// Leave out paths matching a glob (repeatable).
+    #[arg(short, long = "exclude", value_name = "PATTERN")]
+    pub(crate) excludes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Read and verify every pack.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub(crate) read_data: bool,
+    /// Read and verify a random share of packs, e.g. `10%`.
+    #[arg(long, value_name = "N%")]
+    pub(crate) read_data_subset: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Add a password.
+    Add {
+        /// The new key can add backups but not read, restore or remove anything.
+        #[arg(long)]
+        write_only: bool,
+        /// Read the new password from this file.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// List key files.
+    List,
+    /// Remove a key file.
+    Remove {
+        /// Key id or prefix.
+        id: String,
+    },
+    /// Change the password of the key in use.
+    Passwd {
+        /// Read the new password from this file.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Print the master key (paper key) alone on stdout.
+    ExportMaster,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RepairCommand {
+    /// Rebuild the index from the pack headers.
+    Index,
+}

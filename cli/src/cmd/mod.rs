@@ -1,0 +1,10 @@
+//! One module per command.
+
+pub(crate) mod backup;
+pub(crate) mod check;
+pub(crate) mod init;
+pub(crate) mod key;
+pub(crate) mod ls;
+pub(crate) mod repair;
+pub(crate) mod restore;
+pub(crate) mod snapshots;

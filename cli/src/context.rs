@@ -1,0 +1,163 @@
+//! Where the repository is and how to unlock it: from flags, environment,
+//! files or a prompt.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kith_engine::{keys::parse_paper_key, Credentials, KdfParams, Repository};
+use kith_storage::{Backend, LocalBackend};
+
+use crate::args::{Global, KdfArgs};
+use crate::error::CliError;
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+}
+
+/// The default repository: `$XDG_DATA_HOME/kith/repository`, or
+/// `~/.local/share/kith/repository`.
+pub(crate) fn default_repository() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("kith/repository")
+}
+
+fn default_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".cache")))
+        .map(|d| d.join("kith"))
+}
+
+pub(crate) struct Context {
+    pub(crate) global: Global,
+}
+
+impl Context {
+    /// The repository location as the user gave it (or the default).
+    pub(crate) fn location(&self) -> String {
+        self.global
+            .repo
+            .clone()
+            .unwrap_or_else(|| default_repository().display().to_string())
+    }
+
+    /// The storage behind a location.
+    pub(crate) fn backend_for(location: &str) -> Result<Arc<dyn Backend>, CliError> {
+        if let Some((scheme, _)) = location.split_once("://") {
+            return Err(CliError::Usage(format!(
+                "repository URLs of the form {scheme}:// are not supported by this kith; give a folder path"
+            )));
+        }
+        let path = location.strip_prefix("local:").unwrap_or(location);
+        if path.is_empty() {
+            return Err(CliError::Usage("the repository location is empty".into()));
+        }
+        Ok(Arc::new(LocalBackend::new(PathBuf::from(path))))
+    }
+
+    pub(crate) fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
+        Self::backend_for(&self.location())
+    }
+
+    pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
+        self.global.cache_dir.clone().or_else(default_cache)
+    }
+
+    /// The password from `KITH_PASSWORD`, the password file, or a prompt.
+    pub(crate) fn password(&self, prompt: &str) -> Result<String, CliError> {
+        if let Ok(p) = std::env::var("KITH_PASSWORD") {
+            return Ok(p);
+        }
+        if let Some(file) = &self.global.password_file {
+            return read_secret_file(file, "password");
+        }
+        prompt_password(prompt)
+    }
+
+    /// A new password: from `KITH_NEW_PASSWORD`, a file, or asked twice.
+    pub(crate) fn new_password(&self, file: Option<&PathBuf>) -> Result<String, CliError> {
+        if let Some(file) = file {
+            return read_secret_file(file, "new password");
+        }
+        if let Ok(p) = std::env::var("KITH_NEW_PASSWORD") {
+            return Ok(p);
+        }
+        let a = prompt_password("new password: ")?;
+        let b = prompt_password("repeat the new password: ")?;
+        if a != b {
+            return Err(CliError::Usage("the passwords do not match".into()));
+        }
+        Ok(a)
+    }
+
+    /// The password for a new repository.
+    pub(crate) fn init_password(&self) -> Result<String, CliError> {
+        if std::env::var("KITH_PASSWORD").is_ok() || self.global.password_file.is_some() {
+            return self.password("");
+        }
+        let p = self.new_password(None)?;
+        if p.is_empty() {
+            return Err(CliError::Usage("an empty password is not allowed".into()));
+        }
+        Ok(p)
+    }
+
+    /// The master key from `--master-key-file` or `KITH_MASTER_KEY`, if any.
+    pub(crate) fn master_key(&self) -> Result<Option<kith_engine::MasterSecret>, CliError> {
+        let text = if let Some(file) = &self.global.master_key_file {
+            read_secret_file(file, "master key")?
+        } else if let Ok(text) = std::env::var("KITH_MASTER_KEY") {
+            text
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(parse_paper_key(&text)?))
+    }
+
+    pub(crate) fn credentials(&self) -> Result<Credentials, CliError> {
+        match self.master_key()? {
+            Some(m) => Ok(Credentials::Master(m)),
+            None => Ok(Credentials::Password(self.password("repository password: ")?)),
+        }
+    }
+
+    /// Opens the repository.
+    pub(crate) async fn open(&self) -> Result<Repository, CliError> {
+        let backend = self.backend()?;
+        let credentials = self.credentials()?;
+        Ok(Repository::open(backend, &credentials, self.cache_dir()).await?)
+    }
+}
+
+fn read_secret_file(file: &PathBuf, what: &str) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Usage(format!("cannot read the {what} file {}: {e}", file.display())))?;
+    Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
+fn prompt_password(prompt: &str) -> Result<String, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(
+            "no password given: set KITH_PASSWORD or KITH_PASSWORD_FILE, or run in a terminal".into(),
+        ));
+    }
+    rpassword::prompt_password(prompt).map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))
+}
+
+/// Argon2id parameters from flags.
+pub(crate) fn kdf(args: &KdfArgs) -> KdfParams {
+    let mut k = KdfParams::default();
+    if let Some(m) = args.kdf_memory {
+        k.memory_kib = m;
+    }
+    if let Some(t) = args.kdf_iterations {
+        k.iterations = t;
+    }
+    k
+}

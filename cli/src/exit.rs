@@ -1,0 +1,38 @@
+//! Exit codes, documented in docs/CLI.md.
+
+use kith_engine::Error;
+
+/// Everything went well.
+pub(crate) const OK: u8 = 0;
+/// An error stopped the command.
+pub(crate) const ERROR: u8 = 1;
+/// Backup finished, but some files could not be read.
+pub(crate) const PARTIAL: u8 = 3;
+/// The repository holds damaged or missing data (check, restore).
+pub(crate) const DAMAGED: u8 = 4;
+/// No repository at the location.
+pub(crate) const NO_REPOSITORY: u8 = 10;
+/// The repository is locked.
+pub(crate) const LOCKED: u8 = 11;
+/// Wrong password or master key.
+pub(crate) const WRONG_PASSWORD: u8 = 12;
+/// No such snapshot, or an ambiguous prefix, or no such path.
+pub(crate) const NOT_FOUND: u8 = 13;
+/// The restore target is not empty.
+pub(crate) const TARGET_NOT_EMPTY: u8 = 14;
+/// Interrupted by a signal.
+pub(crate) const INTERRUPTED: u8 = 130;
+
+/// The exit code for an engine error.
+pub(crate) fn code_for(e: &Error) -> u8 {
+    match e {
+        Error::RepositoryNotFound { .. } => NO_REPOSITORY,
+        Error::Locked { .. } => LOCKED,
+        Error::WrongPassword | Error::WrongMasterKey => WRONG_PASSWORD,
+        Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot { .. } | Error::PathNotInSnapshot { .. } => NOT_FOUND,
+        Error::TargetNotEmpty(_) => TARGET_NOT_EMPTY,
+        Error::Interrupted => INTERRUPTED,
+        e if e.is_damage() => DAMAGED,
+        _ => ERROR,
+    }
+}

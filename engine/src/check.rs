@@ -1,0 +1,277 @@
+//! Check: every index delta readable, every pack it names present at its
+//! size, every snapshot readable, every tree readable and every blob a
+//! snapshot needs indexed; with `--read-data`, every byte of (some or all)
+//! packs verified. Problems name the object that holds them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use kith_storage::{Handle, Kind};
+
+use crate::blob::{open_blob, BlobKind};
+use crate::crypto::Cipher;
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::index::IndexFile;
+use crate::pack::{self, PackEntry};
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{NodeKind, Tree};
+use crate::{Error, Result};
+
+/// How much pack data to read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// Structure only.
+    None,
+    /// Every pack.
+    All,
+    /// A random share of packs, in percent.
+    Subset(f64),
+}
+
+/// Progress of a check.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CheckEvent {
+    /// A phase started.
+    Phase(&'static str),
+    /// Packs to read in the data phase.
+    PacksToRead(u64),
+    /// A pack was read.
+    PackRead,
+}
+
+/// A receiver of check events.
+pub type CheckObserver = Arc<dyn Fn(&CheckEvent) + Send + Sync>;
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The damaged or missing object, e.g. `pack 3fa2…`.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What a check found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    /// Errors: the repository is damaged.
+    pub errors: Vec<Problem>,
+    /// Warnings: nothing lost, but something to tidy.
+    pub warnings: Vec<Problem>,
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Trees read.
+    pub trees: u64,
+    /// Packs in the repository.
+    pub packs: u64,
+    /// Packs whose data was read.
+    pub packs_read: u64,
+    /// Blobs in the index.
+    pub blobs: u64,
+}
+
+struct Known {
+    blob: PackEntry,
+    pack: PackId,
+}
+
+/// Checks the repository.
+pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserver) -> Result<CheckReport> {
+    let secret = repo.secret("checking")?.clone();
+    let backend = repo.backend().clone();
+    let mut report = CheckReport::default();
+    let err = |r: &mut CheckReport, object: String, message: String| r.errors.push(Problem { object, message });
+
+    observer(&CheckEvent::Phase("index"));
+    let mut blobs: HashMap<BlobId, Known> = HashMap::new();
+    let mut packs: HashMap<PackId, (u64, [u8; 32], IndexId)> = HashMap::new();
+    for o in backend.list(Kind::Index, "").await? {
+        let Ok(id) = IndexId::from_hex(o.handle.name()) else { continue };
+        let file = match backend.get(&o.handle).await {
+            Ok(bytes) => IndexFile::from_bytes(&secret, &bytes, &id),
+            Err(e) => Err(e.into()),
+        };
+        match file {
+            Ok(file) => {
+                for p in file.packs {
+                    packs.insert(p.id, (p.size, p.ephemeral, id));
+                    for b in p.blobs {
+                        blobs.insert(b.id, Known { blob: b, pack: p.id });
+                    }
+                }
+            }
+            Err(e) => err(&mut report, format!("index {id}"), e.to_string()),
+        }
+    }
+    report.blobs = blobs.len() as u64;
+
+    observer(&CheckEvent::Phase("packs"));
+    let listed: HashMap<PackId, u64> = backend
+        .list(Kind::Pack, "")
+        .await?
+        .into_iter()
+        .filter_map(|o| PackId::from_hex(o.handle.name()).ok().map(|id| (id, o.size)))
+        .collect();
+    report.packs = listed.len() as u64;
+    for (id, (size, _, index)) in &packs {
+        match listed.get(id) {
+            None => err(&mut report, format!("pack {id}"), format!("is missing (listed in index {})", index.short())),
+            Some(actual) if actual != size => err(
+                &mut report,
+                format!("pack {id}"),
+                format!("has {actual} bytes where the index says {size}"),
+            ),
+            Some(_) => {}
+        }
+    }
+    for id in listed.keys() {
+        if !packs.contains_key(id) {
+            report.warnings.push(Problem {
+                object: format!("pack {id}"),
+                message: "is not in any index: run `kith repair index` to add it".into(),
+            });
+        }
+    }
+
+    observer(&CheckEvent::Phase("snapshots"));
+    let mut ciphers: HashMap<PackId, Arc<Cipher>> = HashMap::new();
+    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    for o in backend.list(Kind::Snapshot, "").await? {
+        let Ok(id) = SnapshotId::from_hex(o.handle.name()) else { continue };
+        let snapshot = match backend.get(&o.handle).await {
+            Ok(bytes) => Snapshot::from_bytes(&secret, &bytes, &id),
+            Err(e) => Err(e.into()),
+        };
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(e) => {
+                err(&mut report, format!("snapshot {id}"), e.to_string());
+                continue;
+            }
+        };
+        report.snapshots += 1;
+        let mut stack = vec![(snapshot.tree, String::from("/"))];
+        while let Some((tree_id, path)) = stack.pop() {
+            if !seen_trees.insert(tree_id) {
+                continue;
+            }
+            let Some(known) = blobs.get(&tree_id) else {
+                err(&mut report, format!("snapshot {}", id.short()), format!("tree {} of {path} is not in the index", tree_id.short()));
+                continue;
+            };
+            let tree = match read_tree(repo, &packs, &mut ciphers, &tree_id, known).await {
+                Ok(t) => t,
+                Err(e) => {
+                    err(&mut report, format!("pack {}", known.pack), format!("tree {} of {path} in snapshot {}: {e}", tree_id.short(), id.short()));
+                    continue;
+                }
+            };
+            report.trees += 1;
+            for node in tree.nodes {
+                let child = format!("{}/{}", path.trim_end_matches('/'), node.name_lossy());
+                match node.kind {
+                    NodeKind::Dir { subtree } => stack.push((subtree, child)),
+                    NodeKind::File { content } => {
+                        for b in content {
+                            match blobs.get(&b) {
+                                None => err(&mut report, format!("snapshot {}", id.short()), format!("{child}: blob {} is not in the index", b.short())),
+                                Some(k) if k.blob.kind != BlobKind::Data => {
+                                    err(&mut report, format!("snapshot {}", id.short()), format!("{child}: blob {} is not a data blob", b.short()))
+                                }
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    if read_data != ReadData::None {
+        observer(&CheckEvent::Phase("data"));
+        let mut selected: Vec<PackId> = listed.keys().copied().collect();
+        selected.sort();
+        if let ReadData::Subset(percent) = read_data {
+            let salt: [u8; 8] = rand::random();
+            selected.retain(|p| {
+                let mut h = blake3::Hasher::new();
+                h.update(&salt);
+                h.update(&p.0);
+                let v = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+                (v as f64 / u64::MAX as f64) * 100.0 < percent
+            });
+        }
+        observer(&CheckEvent::PacksToRead(selected.len() as u64));
+        for id in selected {
+            let result = repo.read_pack(&id).await;
+            observer(&CheckEvent::PackRead);
+            report.packs_read += 1;
+            let (bytes, cipher, entries) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    err(&mut report, format!("pack {id}"), e.to_string());
+                    continue;
+                }
+            };
+            let key = *repo.chunk_id_key();
+            let object = format!("pack {id}");
+            let problems = tokio::task::spawn_blocking(move || {
+                let mut problems = Vec::new();
+                for e in &entries {
+                    let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                    if let Err(why) = open_blob(&cipher, &key, e.kind, e.compression, &e.id, e.raw_length, sealed) {
+                        problems.push(format!("blob {}: {why}", e.id.short()));
+                    }
+                }
+                (problems, entries)
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+            let (problems, entries) = problems;
+            for p in problems {
+                err(&mut report, object.clone(), p);
+            }
+            for e in &entries {
+                if let Some(k) = blobs.get(&e.id) {
+                    if k.pack == id && (k.blob.offset != e.offset || k.blob.length != e.length) {
+                        err(&mut report, object.clone(), format!("blob {} is at a different place than the index says", e.id.short()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn read_tree(
+    repo: &Repository,
+    packs: &HashMap<PackId, (u64, [u8; 32], IndexId)>,
+    ciphers: &mut HashMap<PackId, Arc<Cipher>>,
+    id: &BlobId,
+    known: &Known,
+) -> Result<Tree> {
+    let cipher = match ciphers.get(&known.pack) {
+        Some(c) => c.clone(),
+        None => {
+            let (_, ephemeral, _) = packs
+                .get(&known.pack)
+                .ok_or_else(|| Error::corrupt(format!("pack {}", known.pack), "not in the index"))?;
+            let key = pack::pack_key(repo.secret("checking")?, ephemeral, &known.pack)?;
+            let c = Arc::new(Cipher::new(&key));
+            ciphers.insert(known.pack, c.clone());
+            c
+        }
+    };
+    let handle = Handle::new(Kind::Pack, known.pack.to_hex())?;
+    let sealed = repo
+        .backend()
+        .get_range(&handle, u64::from(known.blob.offset), u64::from(known.blob.length))
+        .await?;
+    let b = &known.blob;
+    let plain = open_blob(&cipher, repo.chunk_id_key(), b.kind, b.compression, id, b.raw_length, &sealed)
+        .map_err(|e| Error::corrupt(format!("blob {}", id.short()), e.to_string()))?;
+    Tree::from_bytes(&plain, id)
+}

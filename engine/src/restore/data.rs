@@ -1,0 +1,234 @@
+//! Filling files: blobs grouped by pack, adjacent blobs read with one
+//! ranged read, each blob decrypted, verified and written to every offset
+//! that needs it. Blobs of zeros are not written, leaving holes in sparse
+//! files (the files were created at full length).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kith_storage::{Handle, Kind};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::blob::open_blob;
+use crate::id::{BlobId, PackId};
+use crate::index::BlobLocation;
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+use super::options::{RestoreEvent, RestoreObserver, RestoreOptions, RestoreOutcome};
+use super::plan::Plan;
+
+/// Blobs closer than this are read together, gap included.
+const MAX_GAP: u64 = 1024 * 1024;
+/// Longest single ranged read.
+const MAX_RANGE: u64 = 32 * 1024 * 1024;
+
+struct Range {
+    pack: PackId,
+    offset: u64,
+    length: u64,
+    blobs: Vec<(BlobId, BlobLocation)>,
+}
+
+#[derive(Default)]
+struct RangeResult {
+    bytes: u64,
+    errors: Vec<(String, String)>,
+    damage: bool,
+}
+
+fn ranges(mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>) -> Vec<Range> {
+    let mut out = Vec::new();
+    for (pack, blobs) in by_pack.iter_mut() {
+        blobs.sort_by_key(|(_, l)| l.offset);
+        let mut current: Option<Range> = None;
+        for (id, loc) in blobs.drain(..) {
+            let start = u64::from(loc.offset);
+            let end = start + u64::from(loc.length);
+            match &mut current {
+                Some(r) if start <= r.offset + r.length + MAX_GAP && end - r.offset <= MAX_RANGE => {
+                    r.length = r.length.max(end - r.offset);
+                    r.blobs.push((id, loc));
+                }
+                _ => {
+                    if let Some(r) = current.take() {
+                        out.push(r);
+                    }
+                    current = Some(Range {
+                        pack: *pack,
+                        offset: start,
+                        length: end - start,
+                        blobs: vec![(id, loc)],
+                    });
+                }
+            }
+        }
+        if let Some(r) = current {
+            out.push(r);
+        }
+    }
+    out
+}
+
+pub(crate) async fn fill(
+    repo: &Repository,
+    plan: &Plan,
+    options: &RestoreOptions,
+    observer: &RestoreObserver,
+    outcome: &mut RestoreOutcome,
+) -> Result<()> {
+    let index = repo.index().await?;
+    let targets: Arc<Vec<PathBuf>> = Arc::new(plan.files.iter().map(|f| f.target.clone()).collect());
+    let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+    for id in plan.blobs.keys() {
+        if let Some(loc) = index.lookup(id)? {
+            by_pack.entry(loc.pack).or_default().push((*id, loc));
+        }
+    }
+    let mut ciphers = HashMap::new();
+    for pack in by_pack.keys() {
+        match repo.pack_cipher(pack).await {
+            Ok(c) => {
+                ciphers.insert(*pack, c);
+            }
+            Err(e) => {
+                outcome.damage = true;
+                outcome.errors.push((format!("pack {pack}"), e.to_string()));
+            }
+        }
+    }
+    let places = Arc::new(plan.blobs.clone());
+    let key = *repo.chunk_id_key();
+    let permits = Arc::new(Semaphore::new(options.concurrency.unwrap_or(4).max(1)));
+    let mut tasks: JoinSet<RangeResult> = JoinSet::new();
+    for range in ranges(by_pack) {
+        let Some(cipher) = ciphers.get(&range.pack).cloned() else { continue };
+        let permit = permits.clone().acquire_owned().await.map_err(|e| Error::Task(e.to_string()))?;
+        let backend = repo.backend().clone();
+        let places = places.clone();
+        let targets = targets.clone();
+        let observer = observer.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut result = RangeResult::default();
+            let fetched = match Handle::new(Kind::Pack, range.pack.to_hex()) {
+                Ok(h) => backend.get_range(&h, range.offset, range.length).await.map_err(Error::from),
+                Err(e) => Err(e.into()),
+            };
+            let bytes = match fetched {
+                Ok(b) => b,
+                Err(e) => {
+                    result.damage = e.is_damage() || matches!(&e, Error::Storage(s) if s.is_not_found());
+                    for (id, _) in &range.blobs {
+                        result.errors.push((format!("blob {} in pack {}", id.short(), range.pack.short()), e.to_string()));
+                    }
+                    return result;
+                }
+            };
+            let decoded = tokio::task::spawn_blocking(move || {
+                let mut files: HashMap<u32, File> = HashMap::new();
+                for (id, loc) in &range.blobs {
+                    let start = (u64::from(loc.offset) - range.offset) as usize;
+                    let Some(sealed) = bytes.get(start..start + loc.length as usize) else {
+                        result.damage = true;
+                        result.errors.push((format!("pack {}", range.pack.short()), "short read".into()));
+                        continue;
+                    };
+                    let plain = match open_blob(&cipher, &key, loc.kind, loc.compression, id, loc.raw_length, sealed) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            result.damage = true;
+                            let who = places
+                                .get(id)
+                                .and_then(|v| v.first())
+                                .and_then(|(f, _)| targets.get(*f as usize))
+                                .map(|p| format!(" (needed by {})", p.display()))
+                                .unwrap_or_default();
+                            result.errors.push((
+                                format!("pack {}", range.pack),
+                                format!("blob {} is damaged: {e}{who}", id.short()),
+                            ));
+                            continue;
+                        }
+                    };
+                    let zeros = plain.iter().all(|&b| b == 0);
+                    for (file, offset) in places.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+                        result.bytes += plain.len() as u64;
+                        if zeros {
+                            continue;
+                        }
+                        let Some(path) = targets.get(*file as usize) else { continue };
+                        let f = match files.entry(*file) {
+                            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => match OpenOptions::new().write(true).open(path) {
+                                Ok(f) => v.insert(f),
+                                Err(e) => {
+                                    result.errors.push((path.display().to_string(), format!("cannot open for writing: {e}")));
+                                    continue;
+                                }
+                            },
+                        };
+                        if let Err(e) = f.write_all_at(&plain, *offset) {
+                            result.errors.push((path.display().to_string(), format!("write failed: {e}")));
+                        }
+                    }
+                    observer(&RestoreEvent::Bytes(plain.len() as u64));
+                }
+                result
+            })
+            .await;
+            decoded.unwrap_or_else(|e| RangeResult {
+                bytes: 0,
+                errors: vec![("restore".into(), e.to_string())],
+                damage: false,
+            })
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let r = done.map_err(|e| Error::Task(e.to_string()))?;
+        outcome.bytes += r.bytes;
+        outcome.damage |= r.damage;
+        outcome.errors.extend(r.errors);
+    }
+    outcome.files = plan.files.len() as u64;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BlobKind, Compression};
+
+    fn loc(pack: u8, offset: u32, length: u32) -> BlobLocation {
+        BlobLocation {
+            pack: PackId([pack; 32]),
+            offset,
+            length,
+            raw_length: length,
+            kind: BlobKind::Data,
+            compression: Compression::None,
+        }
+    }
+
+    #[test]
+    fn adjacent_blobs_are_read_together_and_distant_ones_apart() {
+        let mut m = HashMap::new();
+        m.insert(
+            PackId([1; 32]),
+            vec![
+                (BlobId([3; 32]), loc(1, 5_000_000, 100)),
+                (BlobId([1; 32]), loc(1, 0, 100)),
+                (BlobId([2; 32]), loc(1, 100, 100)),
+            ],
+        );
+        let r = ranges(m);
+        assert_eq!(r.len(), 2);
+        let first = r.iter().find(|r| r.offset == 0).unwrap();
+        assert_eq!(first.length, 200);
+        assert_eq!(first.blobs.len(), 2);
+    }
+}
