@@ -193,8 +193,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         for row in col + 1..n {
             let f = a[row][col] / a[col][col];
             if f != 0.0 {
-                for j in col..n {
-                    a[row][j] -= f * a[col][j];
+                let (top, bottom) = a.split_at_mut(row);
+                for (x, y) in bottom[0][col..n].iter_mut().zip(&top[col][col..n]) {
+                    *x -= f * y;
                 }
                 b[row] -= f * b[col];
             }

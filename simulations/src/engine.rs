@@ -289,14 +289,13 @@ impl<'a> Sim<'a> {
 
     fn lifetime_h(&mut self, spec: u32) -> f64 {
         let s = &self.specs[spec as usize];
-        let fail = match s.lifetime {
+        match s.lifetime {
             Lifetime::Exponential { afr } => exp_sample(&mut self.rng, HOURS_PER_YEAR / afr),
             Lifetime::Weibull { shape, scale_years } => {
                 let u: f64 = self.rng.gen::<f64>();
                 scale_years * HOURS_PER_YEAR * (-(1.0 - u).ln()).powf(1.0 / shape)
             }
-        };
-        fail
+        }
     }
 
     fn add_peer(&mut self, household: u32, spec: u32, domain: u32) -> u32 {

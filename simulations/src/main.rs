@@ -275,7 +275,7 @@ fn main() -> ExitCode {
             let s = run_scenario(&sc, runs, seed);
             eprintln!("{} runs in {:.1} s", runs, t0.elapsed().as_secs_f64());
             if let Some(dir) = plot {
-                if let Err(e) = kith_sim::plot::traffic(&dir, &[s.clone()]) {
+                if let Err(e) = kith_sim::plot::traffic(&dir, std::slice::from_ref(&s)) {
                     eprintln!("plot: {e}");
                 }
             }
