@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use kith_sim::experiments::{availability_experiment, loss_experiment, run_scenario};
 use kith_sim::model::PlacementPolicy;
 use kith_sim::scenarios;
-use kith_sim::sweep::{markdown, parse_repair, placements_for, repairs, sweep};
+use kith_sim::sweep::{markdown, parse_repair, placements_for, repairs_for, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -142,6 +142,25 @@ enum Cmd {
         /// Write the rows as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write plots into DIR.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Run every scenario with its recommended default policy; print a
+    /// Markdown table and JSON, and plot repair traffic over time.
+    Defaults {
+        /// Runs per scenario (the strangers scenario uses a tenth, min 2).
+        #[arg(long, default_value_t = 200)]
+        runs: u32,
+        /// Simulated years.
+        #[arg(long, default_value_t = 5.0)]
+        years: f64,
+        /// Peers in the strangers scenario.
+        #[arg(long, default_value_t = 5_000)]
+        peers: u32,
+        /// Base seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Write plots into DIR.
         #[arg(long)]
         plot: Option<PathBuf>,
@@ -308,7 +327,13 @@ fn main() -> ExitCode {
                 sc.correlated.household_disaster_per_year = d;
             }
             let t0 = Instant::now();
-            let rows = sweep(&sc, &placements_for(&scenario), &repairs(), runs, seed);
+            let rows = sweep(
+                &sc,
+                &placements_for(&scenario),
+                &repairs_for(&scenario),
+                runs,
+                seed,
+            );
             eprintln!("sweep in {:.1} s", t0.elapsed().as_secs_f64());
             println!("{}", markdown(&rows));
             if let Some(path) = out {
@@ -332,6 +357,46 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Defaults {
+            runs,
+            years,
+            peers,
+            seed,
+            plot,
+        } => {
+            let mut sums = Vec::new();
+            let mut rows = Vec::new();
+            for name in scenarios::NAMES {
+                let Some(mut sc) = scenarios::by_name(name, peers) else {
+                    continue;
+                };
+                sc.years = years;
+                let r = if *name == "strangers" {
+                    (runs / 10).max(2)
+                } else {
+                    runs
+                };
+                let s = run_scenario(&sc, r, seed);
+                rows.push(kith_sim::sweep::SweepRow {
+                    placement: format!(
+                        "{}: {}",
+                        name,
+                        kith_sim::sweep::placement_label(&sc.placement)
+                    ),
+                    repair: kith_sim::sweep::repair_label(&sc.repair),
+                    summary: s.clone(),
+                });
+                sums.push(s);
+            }
+            eprintln!("{}", markdown(&rows));
+            if let Some(dir) = plot {
+                if let Err(e) = kith_sim::plot::traffic(&dir, &sums) {
+                    eprintln!("plot: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            print_json(&rows)
         }
         Cmd::Scale {
             peers,

@@ -57,7 +57,7 @@ pub fn loss_vs_overhead(dir: &Path, scenario: &str, rows: &[SweepRow]) -> Result
     let xmax = rows.iter().map(|r| r.summary.overhead).fold(2.5, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{scenario}: annual loss vs storage overhead"),
+            format!("{scenario}: annual loss vs overhead (hollow: without disasters)"),
             ("sans-serif", 22),
         )
         .margin(15)
@@ -89,6 +89,23 @@ pub fn loss_vs_overhead(dir: &Path, scenario: &str, rows: &[SweepRow]) -> Result
             .map_err(e)?
             .label(format!("repair: {rep}"))
             .legend(move |(x, y)| Circle::new((x, y), 5, color.filled()));
+        let indep: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| &r.repair == rep)
+            .map(|r| {
+                (
+                    r.summary.overhead,
+                    r.summary.annual_loss_markov_independent.max(floor),
+                )
+            })
+            .collect();
+        chart
+            .draw_series(
+                indep
+                    .iter()
+                    .map(|&p| Circle::new(p, 7, color.stroke_width(2))),
+            )
+            .map_err(e)?;
     }
     // Goal lines.
     chart

@@ -143,7 +143,7 @@ fn base(name: &str, households: Vec<HouseholdSpec>) -> Scenario {
         households,
         correlated: correlated(1e-3),
         placement: kith_default(),
-        repair: RepairPolicy::Threshold { extra: 1 },
+        repair: RepairPolicy::Eager,
         audit: AuditSpec {
             interval_h: 24.0,
             declare_dead_h: 72.0,
@@ -199,6 +199,7 @@ pub fn strangers(peers: u32) -> Scenario {
         .collect();
     let mut s = base("strangers", households);
     s.object_bytes = 50_000_000_000;
+    s.repair = RepairPolicy::Threshold { extra: 4 };
     s.candidates = 24;
     s.replace_after_h = Some(0.0);
     s.sample_every_h = 24.0;

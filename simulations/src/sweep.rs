@@ -64,7 +64,15 @@ pub fn kith(f: u32, max_shards: u32) -> PlacementPolicy {
 /// The placements tried for a scenario.
 pub fn placements_for(name: &str) -> Vec<PlacementPolicy> {
     match name {
-        "household" | "household-bucket" => vec![
+        "household-bucket" => vec![
+            PlacementPolicy::Fixed { k: 2, n: 5 },
+            PlacementPolicy::DomainAware { k: 1, n: 2 },
+            PlacementPolicy::DomainAware { k: 2, n: 4 },
+            kith(1, 2),
+            kith(2, 3),
+            kith(2, 16),
+        ],
+        "household" => vec![
             PlacementPolicy::Fixed { k: 1, n: 3 },
             PlacementPolicy::Fixed { k: 2, n: 4 },
             PlacementPolicy::Fixed { k: 2, n: 5 },
@@ -106,9 +114,9 @@ pub fn placements_for(name: &str) -> Vec<PlacementPolicy> {
     }
 }
 
-/// The repair policies tried.
-pub fn repairs() -> Vec<RepairPolicy> {
-    vec![
+/// The repair policies tried for a scenario.
+pub fn repairs_for(name: &str) -> Vec<RepairPolicy> {
+    let mut v = vec![
         RepairPolicy::None,
         RepairPolicy::Eager,
         RepairPolicy::Threshold { extra: 1 },
@@ -116,7 +124,17 @@ pub fn repairs() -> Vec<RepairPolicy> {
             extra: 1,
             delay_h: 7.0 * 24.0,
         },
-    ]
+    ];
+    if name == "strangers" {
+        v.push(RepairPolicy::Threshold { extra: 2 });
+        v.push(RepairPolicy::Threshold { extra: 3 });
+        v.push(RepairPolicy::Threshold { extra: 4 });
+        v.push(RepairPolicy::Lazy {
+            extra: 4,
+            delay_h: 24.0,
+        });
+    }
+    v
 }
 
 /// One row of a sweep.
