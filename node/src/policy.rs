@@ -18,6 +18,12 @@
 //!    `F + 1` peers (`k = 1`).
 //! 4. Otherwise `n` = number of usable peers, capped at
 //!    [`PolicyGoal::max_shards`], and `k = n - F`: any `F` peers may be lost.
+//!    (Rules 5 and 6 may lower `k`; then every `n` from the cap down to
+//!    `F + 1`, taking the best peers first, is tried and the placement that
+//!    meets the availability target within [`PolicyGoal::max_overhead`] at
+//!    the lowest overhead `n / k` wins, the larger `n` on a tie; failing
+//!    that, the most available one within the cap; failing that, the
+//!    cheapest. Without rules 5 and 6 that is the largest `n`.)
 //! 5. Failure-domain losses: when the chosen peers span more than
 //!    [`PolicyGoal::domain_losses_survivable`] domains, `k` is also capped so
 //!    that losing that many whole domains (largest first) and then
@@ -290,19 +296,64 @@ pub fn choose_placement(
     }
     let order = domain_round_robin(peers, &usable);
     let replicate = object_size < goal.replicate_below;
-    let n = if replicate {
-        f + 1
-    } else {
-        (usable.len() as u32).min(goal.max_shards)
+    if replicate {
+        let n = f + 1;
+        return Ok(evaluate(peers, goal, &order[..n as usize], true));
+    }
+    let n_max = (usable.len() as u32).min(goal.max_shards);
+    // Every n from the most peers down to F + 1: keep the cheapest placement
+    // (meeting the availability target first, then lowest overhead, then
+    // the most shards).
+    let mut best = evaluate(peers, goal, &order[..n_max as usize], false);
+    for n in (f + 1..n_max).rev() {
+        let cand = evaluate(peers, goal, &order[..n as usize], false);
+        let better = ranks_before(&cand, &best, goal.max_overhead);
+        if better {
+            best = cand;
+        }
+    }
+    Ok(best)
+}
+
+/// Preference between two candidate placements: first those that meet the
+/// availability target within the overhead cap (cheapest first), then those
+/// within the cap (most available first), then the rest (cheapest first).
+fn ranks_before(a: &Placement, b: &Placement, max_overhead: f64) -> bool {
+    let tier = |p: &Placement| {
+        let within = p.overhead() <= max_overhead + 1e-9;
+        match (p.meets_availability, within) {
+            (true, true) => 0,
+            (_, true) => 1,
+            _ => 2,
+        }
     };
-    let chosen: Vec<usize> = order[..n as usize].to_vec();
+    let (ta, tb) = (tier(a), tier(b));
+    if ta != tb {
+        return ta < tb;
+    }
+    if ta == 1 {
+        a.availability > b.availability + 1e-12
+    } else {
+        a.overhead() < b.overhead() - 1e-9
+    }
+}
+
+/// `k` and the figures of merit for shards on exactly `chosen`.
+fn evaluate(
+    peers: &[PeerProfile],
+    goal: &PolicyGoal,
+    chosen: &[usize],
+    replicate: bool,
+) -> Placement {
+    let f = goal.losses_survivable;
+    let n = chosen.len() as u32;
     let uptimes: Vec<f64> = chosen.iter().map(|&i| peers[i].uptime).collect();
     let avail = |k: u32| prob_at_least(&uptimes, k as usize);
 
     let mut k = if replicate { 1 } else { n - f };
     if !replicate && goal.domain_losses_survivable > 0 {
         let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
-        for &i in &chosen {
+        for &i in chosen {
             *counts.entry(peers[i].failure_domain).or_default() += 1;
         }
         if counts.len() as u32 > goal.domain_losses_survivable {
@@ -332,17 +383,17 @@ pub fn choose_placement(
         k = best;
     }
     let availability = avail(k);
-    let (domains, domain_losses_survivable) = domain_losses(peers, &chosen, k);
-    Ok(Placement {
+    let (domains, domain_losses_survivable) = domain_losses(peers, chosen, k);
+    Placement {
         k,
         n,
         replicate,
-        peers: chosen,
+        peers: chosen.to_vec(),
         availability,
         meets_availability: target <= 0.0 || availability >= target,
         domains,
         domain_losses_survivable,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -462,6 +513,21 @@ mod tests {
     }
 
     #[test]
+    fn one_off_site_peer_is_not_six_copies() {
+        // A household of 5 plus a bucket in its own domain: surviving the
+        // household's loss forces k = 1; the cheapest n keeping F = 2 is 3.
+        let mut peers: Vec<PeerProfile> = [0.95, 0.95, 0.5, 0.5, 0.97]
+            .iter()
+            .map(|&u| PeerProfile::new(u, 0))
+            .collect();
+        peers.push(PeerProfile::new(0.999, 1));
+        let p = choose_placement(&peers, &PolicyGoal::default(), 1 << 30).unwrap();
+        assert_eq!((p.k, p.n), (1, 3));
+        assert!(p.peers.contains(&5));
+        assert_eq!(p.domain_losses_survivable, 1);
+    }
+
+    #[test]
     fn survives_a_whole_domain() {
         // Three households of 5 peers each: 15 shards, largest domain 5.
         let peers: Vec<PeerProfile> = (0..15).map(|i| PeerProfile::new(0.99, i / 5)).collect();
@@ -497,10 +563,15 @@ mod tests {
 
     #[test]
     fn household_default() {
+        // n = 5 would need k = 2 (2.5x) to reach 99% availability with two
+        // laptops among the holders; the best 4 peers (NAS, 2 desktops, a
+        // laptop) reach it at k = 2 (2x), still surviving any 2 losses.
         let p = choose_placement(&household(), &PolicyGoal::default(), 1 << 30).unwrap();
-        assert_eq!(p.n, 5);
-        assert!(p.k <= 3 && p.k >= 2);
-        assert!(p.availability >= 0.99 || p.k == 2);
+        assert_eq!((p.k, p.n), (2, 4));
+        assert!(p.meets_availability);
+        assert!(p.availability >= 0.99);
+        assert!((p.overhead() - 2.0).abs() < 1e-12);
+        assert!(!p.peers.contains(&2) || !p.peers.contains(&3));
         assert_eq!(p.domains, 1);
         assert_eq!(p.domain_losses_survivable, 0);
     }
