@@ -83,6 +83,7 @@ pub fn placements_for(name: &str) -> Vec<PlacementPolicy> {
                 max_n: 5,
                 target: 0.999,
             },
+            kith(2, 4),
             kith(1, 16),
             kith(2, 16),
             kith(3, 16),
