@@ -45,6 +45,8 @@ def main():
                 "repo_bytes": int(repo or 0),
             }
     data_bytes = int(env("BENCH_DATA_BYTES", "0"))
+    # The restore is of the snapshot taken after the change.
+    restored_bytes = int(env("BENCH_DATA_BYTES_CHANGED", "0")) or data_bytes
     steps = []
     for s in STEPS:
         k, r = rows.get(("kith", s)), rows.get(("restic", s))
@@ -55,8 +57,9 @@ def main():
         entry["time_ratio"] = k["seconds"] / r["seconds"] if r["seconds"] > 0 else None
         entry["rss_ratio"] = k["peak_rss_kib"] / r["peak_rss_kib"] if r["peak_rss_kib"] else None
         if s in ("backup-first", "restore"):
-            entry["kith_mib_per_s"] = data_bytes / MIB / k["seconds"]
-            entry["restic_mib_per_s"] = data_bytes / MIB / r["seconds"]
+            n = data_bytes if s == "backup-first" else restored_bytes
+            entry["kith_mib_per_s"] = n / MIB / k["seconds"]
+            entry["restic_mib_per_s"] = n / MIB / r["seconds"]
         steps.append(entry)
     by_step = {e["step"]: e for e in steps}
     peak = {t: max(rows[(t, s)]["peak_rss_kib"] for s in STEPS if (t, s) in rows) for t in ("kith", "restic")}
@@ -76,10 +79,11 @@ def main():
         "versions": {"kith_rev": env("BENCH_KITH_REV"), "kith_tree": env("BENCH_KITH_DIRTY"),
                      "kith": env("BENCH_KITH_VERSION"), "restic": env("BENCH_RESTIC_VERSION")},
         "data_set": {"size_mb_requested": int(env("BENCH_SIZE_MB", "0")), "seed": int(env("BENCH_SEED", "0")),
-                     "bytes": data_bytes, "files": int(env("BENCH_DATA_FILES", "0")),
+                     "bytes": data_bytes, "bytes_after_change": restored_bytes, "files": int(env("BENCH_DATA_FILES", "0")),
                      "change_percent": float(env("BENCH_CHANGE_PERCENT", "0")),
                      "change": env("BENCH_CHANGE_NOTE")},
         "page_cache": env("BENCH_CACHE_MODE"),
+        "load_average": env("BENCH_LOAD"),
         "restore_verified_bit_exact": env("BENCH_VERIFIED").split(),
         "steps": steps,
         "peak_rss_kib": peak,
@@ -99,6 +103,7 @@ def main():
     print()
     print("data set: %.1f MiB in %d files; page cache %s before each step"
           % (data_bytes / MIB, result["data_set"]["files"], result["page_cache"]))
+    print("load average (1/5/15 min) %s" % result["load_average"])
     print("kith %s (%s), %s" % (result["versions"]["kith_rev"], result["versions"]["kith_tree"],
                                 result["versions"]["restic"]))
     print()

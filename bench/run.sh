@@ -93,6 +93,8 @@ if [ "$DROP" != 0 ]; then
 fi
 log "work folder $WORK, page cache: $CACHE_MODE before each step"
 
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+
 # --- data ----------------------------------------------------------------------
 log "generating ${SIZE_MB} MiB data set (seed $SEED)"
 python3 "$ROOT/bench/gen-data.py" "$DATA" --size-mb "$SIZE_MB" --seed "$SEED"
@@ -151,6 +153,7 @@ both backup-unchanged
 log "applying a ${CHANGE}% change to the data set"
 python3 "$ROOT/bench/gen-data.py" "$DATA" --change-percent "$CHANGE" --size-mb "$SIZE_MB" --seed "$SEED" 2>&1 | tee "$LOGS/change.log" >&2
 CHANGED_BYTES_NOTE="$(tail -n 1 "$LOGS/change.log")"
+DATA_BYTES_CHANGED="$(du -sb --apparent-size "$DATA" | cut -f1)"
 both backup-changed
 both restore
 
@@ -169,13 +172,15 @@ for tool in kith restic; do
 done
 
 # --- report --------------------------------------------------------------------
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$(dirname "$RESULTS")"
 KITH_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 KITH_DIRTY="$(cd "$ROOT" && { git diff --quiet HEAD -- engine storage cli 2>/dev/null && echo clean || echo dirty; })"
 export BENCH_TSV="$TSV" BENCH_OUT="$RESULTS" BENCH_DATA_BYTES="$DATA_BYTES" BENCH_DATA_FILES="$DATA_FILES" \
+  BENCH_DATA_BYTES_CHANGED="$DATA_BYTES_CHANGED" \
   BENCH_CACHE_MODE="$CACHE_MODE" BENCH_KITH_REV="$KITH_REV" BENCH_KITH_DIRTY="$KITH_DIRTY" \
   BENCH_RESTIC_VERSION="$("$RESTIC" version)" BENCH_KITH_VERSION="$("$KITH" --version 2>/dev/null || echo kith)" \
   BENCH_SIZE_MB="$SIZE_MB" BENCH_SEED="$SEED" BENCH_CHANGE_PERCENT="$CHANGE" BENCH_CHANGE_NOTE="$CHANGED_BYTES_NOTE" \
   BENCH_VERIFIED="${VERIFIED[*]}" BENCH_CPU="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)" \
-  BENCH_NPROC="$(nproc)" BENCH_KERNEL="$(uname -r)" BENCH_MEM="$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+  BENCH_NPROC="$(nproc)" BENCH_KERNEL="$(uname -r)" BENCH_LOAD="before: $LOAD_BEFORE, after: $LOAD_AFTER" BENCH_MEM="$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
 python3 "$ROOT/bench/report.py"
