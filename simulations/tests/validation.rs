@@ -152,8 +152,16 @@ fn kith_placement_is_the_node_policy() {
     let l = kn_of([0.95, 0.95, 0.5, 0.5, 0.97]);
     let want_k = (2.0 * d.0 + 3.0 * l.0) / 5.0;
     let want_n = (2.0 * d.1 + 3.0 * l.1) / 5.0;
-    assert!((s.n - want_n).abs() < 1e-9, "sim n {} policy n {want_n}", s.n);
-    assert!((s.k - want_k).abs() < 1e-9, "sim k {} policy k {want_k}", s.k);
+    assert!(
+        (s.n - want_n).abs() < 1e-9,
+        "sim n {} policy n {want_n}",
+        s.n
+    );
+    assert!(
+        (s.k - want_k).abs() < 1e-9,
+        "sim k {} policy k {want_k}",
+        s.k
+    );
 }
 
 /// Repair reduces loss and costs traffic; no repair costs none.
