@@ -361,7 +361,13 @@ impl<'a> Sim<'a> {
                 availability,
                 mean_down_h,
             } => {
-                let up_mean = mean_down_h * availability / (1.0 - availability).max(1e-12);
+                if availability <= 0.0 {
+                    return false;
+                }
+                if availability >= 1.0 {
+                    return true;
+                }
+                let up_mean = mean_down_h * availability / (1.0 - availability);
                 let peer = &mut self.peers[p as usize];
                 if now - peer.next_toggle > 20.0 * (up_mean + mean_down_h) {
                     // Long unobserved: the state is stationary and residual

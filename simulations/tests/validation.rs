@@ -180,6 +180,17 @@ fn repair_helps_and_costs_traffic() {
     assert!(eager.availability > none.availability);
 }
 
+/// Degenerate uptimes: never online, always online.
+#[test]
+fn availability_edge_uptimes() {
+    let r = availability_experiment(1, 3, 0.0, 500, 1);
+    assert_eq!(r.availability, 0.0);
+    assert!(r.agrees);
+    let r = availability_experiment(3, 3, 1.0, 500, 1);
+    assert_eq!(r.availability, 1.0);
+    assert!(r.agrees);
+}
+
 #[test]
 fn wilson_interval_covers() {
     let (lo, hi) = wilson(0, 100, 4.0);
