@@ -6,6 +6,33 @@ pub use kith_node::policy::{binomial_at_least, prob_at_least};
 
 use crate::model::HOURS_PER_YEAR;
 
+/// The gamma function (Lanczos approximation, ~1e-13 relative error for
+/// positive arguments).
+pub fn gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return std::f64::consts::PI / ((std::f64::consts::PI * x).sin() * gamma(1.0 - x));
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + G + 0.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    (2.0 * std::f64::consts::PI).sqrt() * t.powf(x + 0.5) * (-t).exp() * a
+}
+
 /// Wilson score interval for `ok` successes in `total` trials at `z`
 /// standard errors. Returns `(low, high)`.
 pub fn wilson(ok: u64, total: u64, z: f64) -> (f64, f64) {
@@ -266,6 +293,13 @@ mod tests {
             ..base
         });
         assert!(corr.mttdl_years < 100.0);
+    }
+
+    #[test]
+    fn gamma_values() {
+        assert!((gamma(1.0) - 1.0).abs() < 1e-12);
+        assert!((gamma(5.0) - 24.0).abs() < 1e-9);
+        assert!((gamma(1.5) - std::f64::consts::PI.sqrt() / 2.0).abs() < 1e-12);
     }
 
     #[test]

@@ -110,6 +110,9 @@ enum Cmd {
         /// Household disasters per household-year.
         #[arg(long)]
         disaster: Option<f64>,
+        /// Weibull lifetimes of this shape (same mean) instead of exponential.
+        #[arg(long)]
+        weibull: Option<f64>,
         #[command(flatten)]
         policy: PolicyArgs,
         /// Print the summary as JSON (default: a Markdown row and JSON).
@@ -139,6 +142,9 @@ enum Cmd {
         /// Household disasters per household-year.
         #[arg(long)]
         disaster: Option<f64>,
+        /// Weibull lifetimes of this shape (same mean) instead of exponential.
+        #[arg(long)]
+        weibull: Option<f64>,
         /// Write the rows as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -274,6 +280,7 @@ fn main() -> ExitCode {
             seed,
             peers,
             disaster,
+            weibull,
             policy,
             json,
             plot,
@@ -285,6 +292,13 @@ fn main() -> ExitCode {
             sc.years = years;
             if let Some(d) = disaster {
                 sc.correlated.household_disaster_per_year = d;
+            }
+            if let Some(shape) = weibull {
+                if shape <= 0.0 {
+                    eprintln!("--weibull needs a positive shape");
+                    return ExitCode::from(2);
+                }
+                scenarios::with_weibull(&mut sc, shape);
             }
             if let Err(e) = apply_policy(&mut sc, &policy) {
                 eprintln!("{e}");
@@ -315,6 +329,7 @@ fn main() -> ExitCode {
             seed,
             peers,
             disaster,
+            weibull,
             out,
             plot,
         } => {
@@ -325,6 +340,13 @@ fn main() -> ExitCode {
             sc.years = years;
             if let Some(d) = disaster {
                 sc.correlated.household_disaster_per_year = d;
+            }
+            if let Some(shape) = weibull {
+                if shape <= 0.0 {
+                    eprintln!("--weibull needs a positive shape");
+                    return ExitCode::from(2);
+                }
+                scenarios::with_weibull(&mut sc, shape);
             }
             let t0 = Instant::now();
             let rows = sweep(

@@ -207,6 +207,24 @@ pub fn strangers(peers: u32) -> Scenario {
     s
 }
 
+/// Replace every exponential lifetime by a Weibull one of the given shape
+/// with the same mean (shape > 1: wear-out, < 1: infant mortality).
+pub fn with_weibull(sc: &mut Scenario, shape: f64) {
+    let g = crate::analytic::gamma(1.0 + 1.0 / shape);
+    for h in &mut sc.households {
+        for p in &mut h.peers {
+            if let Lifetime::Exponential { afr } = p.lifetime {
+                if afr > 0.0 {
+                    p.lifetime = Lifetime::Weibull {
+                        shape,
+                        scale_years: 1.0 / afr / g,
+                    };
+                }
+            }
+        }
+    }
+}
+
 /// Look a scenario up by name.
 pub fn by_name(name: &str, strangers_peers: u32) -> Option<Scenario> {
     match name {

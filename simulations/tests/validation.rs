@@ -230,3 +230,25 @@ proptest! {
         prop_assert!(a.object_years <= a.objects as f64 * 1.0 + 1e-9);
     }
 }
+
+/// Weibull lifetimes with the same mean: without repair, the loss fraction
+/// over the horizon matches the closed form with the Weibull survival
+/// function in place of the exponential one.
+#[test]
+fn weibull_lifetimes_match_closed_form() {
+    let (k, n, afr, shape, years) = (2u32, 4u32, 0.5f64, 2.0f64, 1.0f64);
+    let mut sc = scenarios::independent(k, n, 0.9, afr, years);
+    scenarios::with_weibull(&mut sc, shape);
+    let trials = 8_000u32;
+    let runs = simulate_many(&sc, trials, 5);
+    let lost: u64 = runs.iter().map(|r| r.losses).sum();
+    let frac = lost as f64 / f64::from(trials);
+    let scale = 1.0 / afr / kith_sim::analytic::gamma(1.0 + 1.0 / shape);
+    let survive = (-(years / scale).powf(shape)).exp();
+    let expected = 1.0 - binomial_at_least(n, k, survive);
+    let se = (expected * (1.0 - expected) / f64::from(trials)).sqrt();
+    assert!(
+        (frac - expected).abs() <= 4.0 * se,
+        "weibull: simulated {frac} vs closed form {expected}"
+    );
+}
