@@ -68,7 +68,9 @@ pub struct PolicyGoal {
     /// `F`: number of shard holders that may be lost without losing the
     /// object (`k = n - F`). Default 2.
     pub losses_survivable: u32,
-    /// Cap on `n`. Default 16.
+    /// Cap on `n`. Default 8: in the simulations more shards cost repair
+    /// traffic and restore availability for little durability (see
+    /// `docs/DURABILITY.md`).
     pub max_shards: u32,
     /// Wanted probability that at least `k` holders are online at a random
     /// moment (restore availability). `0.0` disables availability-awareness.
@@ -97,7 +99,7 @@ impl Default for PolicyGoal {
     fn default() -> Self {
         Self {
             losses_survivable: 2,
-            max_shards: 16,
+            max_shards: 8,
             target_availability: 0.99,
             replicate_below: 256 * 1024,
             max_overhead: 2.5,
@@ -454,10 +456,20 @@ mod tests {
     }
 
     #[test]
+    fn default_cap_on_three_households() {
+        // Three households of 6: 8 shards spread 3/3/2, k = 8 - 3 - 1 = 4.
+        let peers: Vec<PeerProfile> = (0..18).map(|i| PeerProfile::new(0.95, i / 6)).collect();
+        let p = choose_placement(&peers, &PolicyGoal::default(), 10 << 20).unwrap();
+        assert_eq!((p.k, p.n), (4, 8));
+        assert_eq!(p.domains, 3);
+        assert_eq!(p.domain_losses_survivable, 1);
+    }
+
+    #[test]
     fn cap_on_shards() {
         let peers: Vec<PeerProfile> = (0..40).map(|i| PeerProfile::new(0.99, i)).collect();
         let p = choose_placement(&peers, &PolicyGoal::default(), 10 << 20).unwrap();
-        assert_eq!((p.k, p.n), (14, 16));
+        assert_eq!((p.k, p.n), (6, 8));
     }
 
     #[test]
@@ -531,13 +543,17 @@ mod tests {
     fn survives_a_whole_domain() {
         // Three households of 5 peers each: 15 shards, largest domain 5.
         let peers: Vec<PeerProfile> = (0..15).map(|i| PeerProfile::new(0.99, i / 5)).collect();
-        let p = choose_placement(&peers, &PolicyGoal::default(), 10 << 20).unwrap();
+        let wide = PolicyGoal {
+            max_shards: 16,
+            ..PolicyGoal::default()
+        };
+        let p = choose_placement(&peers, &wide, 10 << 20).unwrap();
         assert_eq!(p.n, 15);
         assert_eq!(p.k, 9);
         assert_eq!(p.domain_losses_survivable, 1);
         let off = PolicyGoal {
             domain_losses_survivable: 0,
-            ..PolicyGoal::default()
+            ..wide.clone()
         };
         let p = choose_placement(&peers, &off, 10 << 20).unwrap();
         assert_eq!(p.k, 13);
@@ -546,7 +562,11 @@ mod tests {
     #[test]
     fn availability_aware_lowers_k() {
         let peers: Vec<PeerProfile> = (0..10).map(|i| PeerProfile::new(0.5, i)).collect();
-        let p = choose_placement(&peers, &PolicyGoal::default(), 10 << 20).unwrap();
+        let wide = PolicyGoal {
+            max_shards: 16,
+            ..PolicyGoal::default()
+        };
+        let p = choose_placement(&peers, &wide, 10 << 20).unwrap();
         // k = 8 of 10 at 50% is only ~5% available; the cap 2.5x allows k = 4.
         assert_eq!(p.n, 10);
         assert_eq!(p.k, 4);
@@ -554,7 +574,7 @@ mod tests {
         assert!(!p.meets_availability);
         let off = PolicyGoal {
             target_availability: 0.0,
-            ..PolicyGoal::default()
+            ..wide.clone()
         };
         let p = choose_placement(&peers, &off, 10 << 20).unwrap();
         assert_eq!(p.k, 8);

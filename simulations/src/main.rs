@@ -36,9 +36,9 @@ struct PolicyArgs {
     /// F (losses survivable) for the kith placement.
     #[arg(long)]
     f: Option<u32>,
-    /// Cap on n for the kith placement.
-    #[arg(long, default_value_t = 16)]
-    max_shards: u32,
+    /// Cap on n for the kith placement (default: the policy's default).
+    #[arg(long)]
+    max_shards: Option<u32>,
     /// Target availability for kith/avail placements.
     #[arg(long)]
     target: Option<f64>,
@@ -217,7 +217,7 @@ fn apply_policy(sc: &mut kith_sim::model::Scenario, a: &PolicyArgs) -> Result<()
         sc.placement = match p.as_str() {
             "kith" => PlacementPolicy::Kith {
                 losses_survivable: a.f.unwrap_or(goal.losses_survivable),
-                max_shards: a.max_shards,
+                max_shards: a.max_shards.unwrap_or(goal.max_shards),
                 target_availability: a.target.unwrap_or(goal.target_availability),
                 max_overhead: goal.max_overhead,
             },

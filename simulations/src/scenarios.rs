@@ -199,7 +199,7 @@ pub fn strangers(peers: u32) -> Scenario {
         .collect();
     let mut s = base("strangers", households);
     s.object_bytes = 50_000_000_000;
-    s.repair = RepairPolicy::Threshold { extra: 4 };
+    s.repair = RepairPolicy::Threshold { extra: 2 };
     s.candidates = 24;
     s.replace_after_h = Some(0.0);
     s.sample_every_h = 24.0;

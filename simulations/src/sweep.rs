@@ -107,9 +107,9 @@ pub fn placements_for(name: &str) -> Vec<PlacementPolicy> {
                 max_n: 20,
                 target: 0.999,
             },
+            kith(2, 8),
+            kith(2, 12),
             kith(2, 16),
-            kith(4, 16),
-            kith(6, 16),
             kith(6, 20),
         ],
     }
