@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand};
 
 /// kith: encrypted, deduplicated backups to a folder, a server, a bucket or friends' machines.
 #[derive(Debug, Parser)]
-#[command(name = "kith", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "kith",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,

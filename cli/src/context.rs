@@ -12,7 +12,9 @@ use crate::args::{Global, KdfArgs};
 use crate::error::CliError;
 
 fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The default repository: `$XDG_DATA_HOME/kith/repository`, or
@@ -71,11 +73,11 @@ impl Context {
 
     /// The password from `KITH_PASSWORD`, the password file, or a prompt.
     pub(crate) fn password(&self, prompt: &str) -> Result<String, CliError> {
-        if let Ok(p) = std::env::var("KITH_PASSWORD") {
-            return Ok(p);
-        }
         if let Some(file) = &self.global.password_file {
             return read_secret_file(file, "password");
+        }
+        if let Ok(p) = std::env::var("KITH_PASSWORD") {
+            return Ok(p);
         }
         prompt_password(prompt)
     }
@@ -123,7 +125,9 @@ impl Context {
     pub(crate) fn credentials(&self) -> Result<Credentials, CliError> {
         match self.master_key()? {
             Some(m) => Ok(Credentials::Master(m)),
-            None => Ok(Credentials::Password(self.password("repository password: ")?)),
+            None => Ok(Credentials::Password(
+                self.password("repository password: ")?,
+            )),
         }
     }
 
@@ -136,18 +140,24 @@ impl Context {
 }
 
 fn read_secret_file(file: &PathBuf, what: &str) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| CliError::Usage(format!("cannot read the {what} file {}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read the {what} file {}: {e}",
+            file.display()
+        ))
+    })?;
     Ok(text.lines().next().unwrap_or("").to_owned())
 }
 
 fn prompt_password(prompt: &str) -> Result<String, CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::Usage(
-            "no password given: set KITH_PASSWORD or KITH_PASSWORD_FILE, or run in a terminal".into(),
+            "no password given: set KITH_PASSWORD or KITH_PASSWORD_FILE, or run in a terminal"
+                .into(),
         ));
     }
-    rpassword::prompt_password(prompt).map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))
+    rpassword::prompt_password(prompt)
+        .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))
 }
 
 /// Argon2id parameters from flags.

@@ -29,7 +29,9 @@ pub(crate) fn code_for(e: &Error) -> u8 {
         Error::RepositoryNotFound { .. } => NO_REPOSITORY,
         Error::Locked { .. } => LOCKED,
         Error::WrongPassword | Error::WrongMasterKey => WRONG_PASSWORD,
-        Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot { .. } | Error::PathNotInSnapshot { .. } => NOT_FOUND,
+        Error::SnapshotNotFound(_)
+        | Error::AmbiguousSnapshot { .. }
+        | Error::PathNotInSnapshot { .. } => NOT_FOUND,
         Error::TargetNotEmpty(_) => TARGET_NOT_EMPTY,
         Error::Interrupted => INTERRUPTED,
         e if e.is_damage() => DAMAGED,

@@ -71,7 +71,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder at a zstd level (0 disables compression).
+    /// An encoder at a zstd level (0 means zstd's default level).
     pub fn new(level: i32) -> std::io::Result<Self> {
         Ok(Encoder {
             compressor: zstd::bulk::Compressor::new(level)?,
@@ -145,7 +145,8 @@ pub fn open_blob(
         Compression::None => payload,
         Compression::Zstd => {
             let cap = raw_length.min(MAX_BLOB_SIZE) as usize;
-            zstd::bulk::decompress(&payload, cap).map_err(|e| BlobError::Decompress(e.to_string()))?
+            zstd::bulk::decompress(&payload, cap)
+                .map_err(|e| BlobError::Decompress(e.to_string()))?
         }
     };
     if plain.len() != raw_length as usize {

@@ -78,17 +78,25 @@ struct Known {
 }
 
 /// Checks the repository.
-pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserver) -> Result<CheckReport> {
+pub async fn check(
+    repo: &Repository,
+    read_data: ReadData,
+    observer: CheckObserver,
+) -> Result<CheckReport> {
     let secret = repo.secret("checking")?.clone();
     let backend = repo.backend().clone();
     let mut report = CheckReport::default();
-    let err = |r: &mut CheckReport, object: String, message: String| r.errors.push(Problem { object, message });
+    let err = |r: &mut CheckReport, object: String, message: String| {
+        r.errors.push(Problem { object, message })
+    };
 
     observer(&CheckEvent::Phase("index"));
     let mut blobs: HashMap<BlobId, Known> = HashMap::new();
     let mut packs: HashMap<PackId, (u64, [u8; 32], IndexId)> = HashMap::new();
     for o in backend.list(Kind::Index, "").await? {
-        let Ok(id) = IndexId::from_hex(o.handle.name()) else { continue };
+        let Ok(id) = IndexId::from_hex(o.handle.name()) else {
+            continue;
+        };
         let file = match backend.get(&o.handle).await {
             Ok(bytes) => IndexFile::from_bytes(&secret, &bytes, &id),
             Err(e) => Err(e.into()),
@@ -98,7 +106,13 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
                 for p in file.packs {
                     packs.insert(p.id, (p.size, p.ephemeral, id));
                     for b in p.blobs {
-                        blobs.insert(b.id, Known { blob: b, pack: p.id });
+                        blobs.insert(
+                            b.id,
+                            Known {
+                                blob: b,
+                                pack: p.id,
+                            },
+                        );
                     }
                 }
             }
@@ -112,12 +126,20 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
         .list(Kind::Pack, "")
         .await?
         .into_iter()
-        .filter_map(|o| PackId::from_hex(o.handle.name()).ok().map(|id| (id, o.size)))
+        .filter_map(|o| {
+            PackId::from_hex(o.handle.name())
+                .ok()
+                .map(|id| (id, o.size))
+        })
         .collect();
     report.packs = listed.len() as u64;
     for (id, (size, _, index)) in &packs {
         match listed.get(id) {
-            None => err(&mut report, format!("pack {id}"), format!("is missing (listed in index {})", index.short())),
+            None => err(
+                &mut report,
+                format!("pack {id}"),
+                format!("is missing (listed in index {})", index.short()),
+            ),
             Some(actual) if actual != size => err(
                 &mut report,
                 format!("pack {id}"),
@@ -139,7 +161,9 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
     let mut ciphers: HashMap<PackId, Arc<Cipher>> = HashMap::new();
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     for o in backend.list(Kind::Snapshot, "").await? {
-        let Ok(id) = SnapshotId::from_hex(o.handle.name()) else { continue };
+        let Ok(id) = SnapshotId::from_hex(o.handle.name()) else {
+            continue;
+        };
         let snapshot = match backend.get(&o.handle).await {
             Ok(bytes) => Snapshot::from_bytes(&secret, &bytes, &id),
             Err(e) => Err(e.into()),
@@ -158,13 +182,25 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
                 continue;
             }
             let Some(known) = blobs.get(&tree_id) else {
-                err(&mut report, format!("snapshot {}", id.short()), format!("tree {} of {path} is not in the index", tree_id.short()));
+                err(
+                    &mut report,
+                    format!("snapshot {}", id.short()),
+                    format!("tree {} of {path} is not in the index", tree_id.short()),
+                );
                 continue;
             };
             let tree = match read_tree(repo, &packs, &mut ciphers, &tree_id, known).await {
                 Ok(t) => t,
                 Err(e) => {
-                    err(&mut report, format!("pack {}", known.pack), format!("tree {} of {path} in snapshot {}: {e}", tree_id.short(), id.short()));
+                    err(
+                        &mut report,
+                        format!("pack {}", known.pack),
+                        format!(
+                            "tree {} of {path} in snapshot {}: {e}",
+                            tree_id.short(),
+                            id.short()
+                        ),
+                    );
                     continue;
                 }
             };
@@ -176,10 +212,16 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
                     NodeKind::File { content } => {
                         for b in content {
                             match blobs.get(&b) {
-                                None => err(&mut report, format!("snapshot {}", id.short()), format!("{child}: blob {} is not in the index", b.short())),
-                                Some(k) if k.blob.kind != BlobKind::Data => {
-                                    err(&mut report, format!("snapshot {}", id.short()), format!("{child}: blob {} is not a data blob", b.short()))
-                                }
+                                None => err(
+                                    &mut report,
+                                    format!("snapshot {}", id.short()),
+                                    format!("{child}: blob {} is not in the index", b.short()),
+                                ),
+                                Some(k) if k.blob.kind != BlobKind::Data => err(
+                                    &mut report,
+                                    format!("snapshot {}", id.short()),
+                                    format!("{child}: blob {} is not a data blob", b.short()),
+                                ),
                                 Some(_) => {}
                             }
                         }
@@ -200,7 +242,8 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
                 let mut h = blake3::Hasher::new();
                 h.update(&salt);
                 h.update(&p.0);
-                let v = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+                let v =
+                    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]));
                 (v as f64 / u64::MAX as f64) * 100.0 < percent
             });
         }
@@ -221,8 +264,20 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
             let problems = tokio::task::spawn_blocking(move || {
                 let mut problems = Vec::new();
                 for e in &entries {
-                    let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                    if let Err(why) = open_blob(&cipher, &key, e.kind, e.compression, &e.id, e.raw_length, sealed) {
+                    let start = e.offset as usize;
+                    let Some(sealed) = bytes.get(start..start + e.length as usize) else {
+                        problems.push(format!("blob {}: out of bounds", e.id.short()));
+                        continue;
+                    };
+                    if let Err(why) = open_blob(
+                        &cipher,
+                        &key,
+                        e.kind,
+                        e.compression,
+                        &e.id,
+                        e.raw_length,
+                        sealed,
+                    ) {
                         problems.push(format!("blob {}: {why}", e.id.short()));
                     }
                 }
@@ -237,7 +292,14 @@ pub async fn check(repo: &Repository, read_data: ReadData, observer: CheckObserv
             for e in &entries {
                 if let Some(k) = blobs.get(&e.id) {
                     if k.pack == id && (k.blob.offset != e.offset || k.blob.length != e.length) {
-                        err(&mut report, object.clone(), format!("blob {} is at a different place than the index says", e.id.short()));
+                        err(
+                            &mut report,
+                            object.clone(),
+                            format!(
+                                "blob {} is at a different place than the index says",
+                                e.id.short()
+                            ),
+                        );
                     }
                 }
             }
@@ -256,9 +318,9 @@ async fn read_tree(
     let cipher = match ciphers.get(&known.pack) {
         Some(c) => c.clone(),
         None => {
-            let (_, ephemeral, _) = packs
-                .get(&known.pack)
-                .ok_or_else(|| Error::corrupt(format!("pack {}", known.pack), "not in the index"))?;
+            let (_, ephemeral, _) = packs.get(&known.pack).ok_or_else(|| {
+                Error::corrupt(format!("pack {}", known.pack), "not in the index")
+            })?;
             let key = pack::pack_key(repo.secret("checking")?, ephemeral, &known.pack)?;
             let c = Arc::new(Cipher::new(&key));
             ciphers.insert(known.pack, c.clone());
@@ -268,10 +330,22 @@ async fn read_tree(
     let handle = Handle::new(Kind::Pack, known.pack.to_hex())?;
     let sealed = repo
         .backend()
-        .get_range(&handle, u64::from(known.blob.offset), u64::from(known.blob.length))
+        .get_range(
+            &handle,
+            u64::from(known.blob.offset),
+            u64::from(known.blob.length),
+        )
         .await?;
     let b = &known.blob;
-    let plain = open_blob(&cipher, repo.chunk_id_key(), b.kind, b.compression, id, b.raw_length, &sealed)
-        .map_err(|e| Error::corrupt(format!("blob {}", id.short()), e.to_string()))?;
+    let plain = open_blob(
+        &cipher,
+        repo.chunk_id_key(),
+        b.kind,
+        b.compression,
+        id,
+        b.raw_length,
+        &sealed,
+    )
+    .map_err(|e| Error::corrupt(format!("blob {}", id.short()), e.to_string()))?;
     Tree::from_bytes(&plain, id)
 }

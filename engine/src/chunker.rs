@@ -153,7 +153,9 @@ mod tests {
         let mut rng = 12345u64;
         let data: Vec<u8> = (0..200_000)
             .map(|_| {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (rng >> 33) as u8
             })
             .collect();
@@ -167,7 +169,9 @@ mod tests {
 
     #[test]
     fn the_seed_changes_boundaries() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+            .collect();
         assert_ne!(chunks(&data, 1), chunks(&data, 2));
     }
 }

@@ -37,7 +37,9 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     /// Refuses bounds the chunker cannot work with (they come from a file).
     pub fn validate(&self) -> Result<()> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
@@ -47,7 +49,9 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(Error::InvalidInput(format!("chunker parameters {self:?} are out of range")))
+            Err(Error::InvalidInput(format!(
+                "chunker parameters {self:?} are out of range"
+            )))
         }
     }
 }
@@ -107,7 +111,10 @@ impl Config {
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| Error::corrupt("config", "signature missing or extra bytes"))?;
         let config: Config = envelope::decode(body, "config")?;
-        config.chunker.validate().map_err(|e| Error::corrupt("config", e.to_string()))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e.to_string()))?;
         if config.pack_size == 0 || config.pack_size > MAX_PACK_SIZE {
             return Err(Error::corrupt("config", "pack size out of range"));
         }
@@ -149,11 +156,17 @@ mod tests {
         let signer = SigningKey::from_bytes(&[7u8; 32]);
         let config = sample(&signer);
         let bytes = config.to_bytes(&signer);
-        assert_eq!(Config::parse(&bytes, &signer.verifying_key()).unwrap(), config);
+        assert_eq!(
+            Config::parse(&bytes, &signer.verifying_key()).unwrap(),
+            config
+        );
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 1;
-            assert!(Config::parse(&b, &signer.verifying_key()).is_err(), "flip at {i}");
+            assert!(
+                Config::parse(&b, &signer.verifying_key()).is_err(),
+                "flip at {i}"
+            );
         }
         let other = SigningKey::from_bytes(&[8u8; 32]);
         assert!(Config::parse(&bytes, &other.verifying_key()).is_err());

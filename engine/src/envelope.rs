@@ -38,7 +38,14 @@ pub enum FileKind {
 
 /// The six header bytes for `kind`.
 pub fn header(kind: FileKind) -> [u8; HEADER_LEN] {
-    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], FORMAT_VERSION, kind as u8]
+    [
+        MAGIC[0],
+        MAGIC[1],
+        MAGIC[2],
+        MAGIC[3],
+        FORMAT_VERSION,
+        kind as u8,
+    ]
 }
 
 /// Checks the header of `bytes` and returns what follows it.
@@ -58,7 +65,10 @@ pub fn check<'a>(bytes: &'a [u8], kind: FileKind, object: &str) -> Result<&'a [u
     if bytes[5] != kind as u8 {
         return Err(Error::corrupt(
             object,
-            format!("holds object kind {} where {} was expected", bytes[5], kind as u8),
+            format!(
+                "holds object kind {} where {} was expected",
+                bytes[5], kind as u8
+            ),
         ));
     }
     Ok(&bytes[HEADER_LEN..])
@@ -76,7 +86,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], object: &str) -> Result<T> {
     let (value, rest) = postcard::take_from_bytes(bytes)
         .map_err(|e| Error::corrupt(object, format!("cannot decode: {e}")))?;
     if !rest.is_empty() {
-        return Err(Error::corrupt(object, format!("{} trailing bytes", rest.len())));
+        return Err(Error::corrupt(
+            object,
+            format!("{} trailing bytes", rest.len()),
+        ));
     }
     Ok(value)
 }
@@ -108,8 +121,12 @@ pub fn open_object(
     let key = crypto::open_sealed_key(secret, &ephemeral)
         .map_err(|_| Error::corrupt(object, "invalid ephemeral key"))?;
     let aad = &bytes[..HEADER_LEN + 32];
-    crypto::open(&key, aad, &body[32..])
-        .map_err(|_| Error::corrupt(object, "authentication failed (altered, or another repository's)"))
+    crypto::open(&key, aad, &body[32..]).map_err(|_| {
+        Error::corrupt(
+            object,
+            "authentication failed (altered, or another repository's)",
+        )
+    })
 }
 
 #[cfg(test)]

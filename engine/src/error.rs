@@ -107,6 +107,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Another process has the local cache open.
+    #[error("local cache at {0} is in use by another kith process")]
+    CacheInUse(PathBuf),
     /// An argument is invalid.
     #[error("{0}")]
     InvalidInput(String),

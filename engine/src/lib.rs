@@ -33,13 +33,13 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod pack;
-pub mod repair;
-pub mod restore;
 mod patterns;
+pub mod repair;
 mod repo;
-pub mod walk;
+pub mod restore;
 pub mod snapshot;
 pub mod tree;
+pub mod walk;
 
 pub use error::{Error, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId};

@@ -48,7 +48,13 @@ pub struct PackEntry {
 }
 
 fn header_aad() -> [u8; 5] {
-    [PACK_MAGIC[0], PACK_MAGIC[1], PACK_MAGIC[2], PACK_MAGIC[3], PACK_VERSION]
+    [
+        PACK_MAGIC[0],
+        PACK_MAGIC[1],
+        PACK_MAGIC[2],
+        PACK_MAGIC[3],
+        PACK_VERSION,
+    ]
 }
 
 /// A pack being filled.
@@ -95,7 +101,13 @@ impl PackWriter {
     }
 
     /// Compresses, encrypts and appends one blob.
-    pub fn add(&mut self, encoder: &mut Encoder, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
+    pub fn add(
+        &mut self,
+        encoder: &mut Encoder,
+        kind: BlobKind,
+        id: BlobId,
+        plaintext: &[u8],
+    ) -> Result<()> {
         let offset = self.buf.len();
         let compression = encoder.seal_into(&self.cipher, kind, &id, plaintext, &mut self.buf);
         let too_big = || Error::InvalidInput("pack grew past 4 GiB".into());
@@ -155,7 +167,10 @@ pub fn parse_trailer(tail: &[u8], pack: &PackId) -> Result<Trailer> {
         });
     }
     if tail[36] == 0 || tail[37..40] != [0, 0, 0] {
-        return Err(Error::corrupt(&object, "bad trailer version or reserved bytes"));
+        return Err(Error::corrupt(
+            &object,
+            "bad trailer version or reserved bytes",
+        ));
     }
     let mut ephemeral = [0u8; 32];
     ephemeral.copy_from_slice(&tail[..32]);
@@ -166,14 +181,23 @@ pub fn parse_trailer(tail: &[u8], pack: &PackId) -> Result<Trailer> {
 }
 
 /// The pack key for an ephemeral key.
-pub fn pack_key(secret: &RepoSecretKey, ephemeral: &[u8; 32], pack: &PackId) -> Result<SymmetricKey> {
+pub fn pack_key(
+    secret: &RepoSecretKey,
+    ephemeral: &[u8; 32],
+    pack: &PackId,
+) -> Result<SymmetricKey> {
     crypto::open_sealed_key(secret, ephemeral)
         .map_err(|_| Error::corrupt(format!("pack {pack}"), "invalid ephemeral key"))
 }
 
 /// Decrypts and validates a pack header: every entry must lie inside the
 /// blob area, in order, without overlap.
-pub fn parse_header(cipher: &Cipher, sealed: &[u8], blob_area: u64, pack: &PackId) -> Result<Vec<PackEntry>> {
+pub fn parse_header(
+    cipher: &Cipher,
+    sealed: &[u8],
+    blob_area: u64,
+    pack: &PackId,
+) -> Result<Vec<PackEntry>> {
     let object = format!("pack {pack}");
     let plain = cipher
         .open(&header_aad(), sealed)
@@ -192,8 +216,15 @@ pub fn validate_entries(entries: &[PackEntry], blob_area: u64, object: &str) -> 
     for e in entries {
         let start = u64::from(e.offset);
         let end = start + u64::from(e.length);
-        if start < next || end > blob_area || (e.length as usize) < crypto::OVERHEAD || e.raw_length > MAX_BLOB_SIZE {
-            return Err(Error::corrupt(object, format!("entry for blob {} is out of bounds", e.id.short())));
+        if start < next
+            || end > blob_area
+            || (e.length as usize) < crypto::OVERHEAD
+            || e.raw_length > MAX_BLOB_SIZE
+        {
+            return Err(Error::corrupt(
+                object,
+                format!("entry for blob {} is out of bounds", e.id.short()),
+            ));
         }
         next = end;
     }
@@ -201,17 +232,28 @@ pub fn validate_entries(entries: &[PackEntry], blob_area: u64, object: &str) -> 
 }
 
 /// Reads a whole pack from memory: verifies its hash, trailer and header.
-pub fn read_pack(secret: &RepoSecretKey, id: &PackId, bytes: &[u8]) -> Result<(Cipher, Vec<PackEntry>)> {
+pub fn read_pack(
+    secret: &RepoSecretKey,
+    id: &PackId,
+    bytes: &[u8],
+) -> Result<(Cipher, Vec<PackEntry>)> {
     let object = format!("pack {id}");
     if hash_of(bytes) != id.0 {
-        return Err(Error::corrupt(&object, "content does not match its name (hash mismatch)"));
+        return Err(Error::corrupt(
+            &object,
+            "content does not match its name (hash mismatch)",
+        ));
     }
     let (cipher, entries, _) = read_pack_unchecked(secret, id, bytes)?;
     Ok((cipher, entries))
 }
 
 /// Like [`read_pack`] without the hash check; also returns the ephemeral key.
-pub fn read_pack_unchecked(secret: &RepoSecretKey, id: &PackId, bytes: &[u8]) -> Result<(Cipher, Vec<PackEntry>, [u8; 32])> {
+pub fn read_pack_unchecked(
+    secret: &RepoSecretKey,
+    id: &PackId,
+    bytes: &[u8],
+) -> Result<(Cipher, Vec<PackEntry>, [u8; 32])> {
     let object = format!("pack {id}");
     if bytes.len() < TRAILER_LEN {
         return Err(Error::corrupt(&object, "too short"));
@@ -222,7 +264,12 @@ pub fn read_pack_unchecked(secret: &RepoSecretKey, id: &PackId, bytes: &[u8]) ->
         .ok_or_else(|| Error::corrupt(&object, "header length past the start"))?;
     let key = pack_key(secret, &trailer.ephemeral, id)?;
     let cipher = Cipher::new(&key);
-    let entries = parse_header(&cipher, &bytes[header_start..bytes.len() - TRAILER_LEN], header_start as u64, id)?;
+    let entries = parse_header(
+        &cipher,
+        &bytes[header_start..bytes.len() - TRAILER_LEN],
+        header_start as u64,
+        id,
+    )?;
     Ok((cipher, entries, trailer.ephemeral))
 }
 
@@ -239,7 +286,11 @@ mod tests {
         let mut w = PackWriter::new(&secret.public(), 1024);
         let blobs: Vec<Vec<u8>> = vec![b"hello".to_vec(), vec![0u8; 300], b"tree".to_vec()];
         for (i, b) in blobs.iter().enumerate() {
-            let kind = if i == 2 { BlobKind::Tree } else { BlobKind::Data };
+            let kind = if i == 2 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            };
             w.add(&mut enc, kind, blob_id(&key, b), b).unwrap();
         }
         let pack = w.finish();
@@ -247,7 +298,19 @@ mod tests {
         assert_eq!(entries, pack.entries);
         for (e, b) in entries.iter().zip(&blobs) {
             let sealed = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(&open_blob(&cipher, &key, e.kind, e.compression, &e.id, e.raw_length, sealed).unwrap(), b);
+            assert_eq!(
+                &open_blob(
+                    &cipher,
+                    &key,
+                    e.kind,
+                    e.compression,
+                    &e.id,
+                    e.raw_length,
+                    sealed
+                )
+                .unwrap(),
+                b
+            );
         }
         for i in 0..pack.bytes.len() {
             let mut b = pack.bytes.to_vec();
@@ -257,7 +320,16 @@ mod tests {
             if let Ok((cipher, entries, _)) = read_pack_unchecked(&secret, &pack.id, &b) {
                 let bad = entries.iter().any(|e| {
                     let sealed = &b[e.offset as usize..(e.offset + e.length) as usize];
-                    open_blob(&cipher, &key, e.kind, e.compression, &e.id, e.raw_length, sealed).is_err()
+                    open_blob(
+                        &cipher,
+                        &key,
+                        e.kind,
+                        e.compression,
+                        &e.id,
+                        e.raw_length,
+                        sealed,
+                    )
+                    .is_err()
                 });
                 assert!(bad, "flip at {i} went unnoticed");
             }

@@ -19,7 +19,8 @@ impl Patterns {
     pub(crate) fn new(patterns: &[String], files: &[std::path::PathBuf]) -> Result<Self> {
         let mut all: Vec<String> = patterns.to_vec();
         for f in files {
-            let text = std::fs::read_to_string(f).map_err(|e| Error::io("read pattern file", f, e))?;
+            let text =
+                std::fs::read_to_string(f).map_err(|e| Error::io("read pattern file", f, e))?;
             for line in text.lines() {
                 let line = line.trim();
                 if !line.is_empty() && !line.starts_with('#') {
@@ -41,7 +42,10 @@ impl Patterns {
                 names.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidInput(format!("patterns: {e}")));
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))
+        };
         Ok(Patterns {
             names: build(names)?,
             paths: build(paths)?,
@@ -68,7 +72,11 @@ mod tests {
 
     #[test]
     fn names_and_paths_are_matched_by_their_own_patterns() {
-        let e = Patterns::new(&["*.tmp".into(), "/home/*/cache".into(), "/x/**/deep".into()], &[]).unwrap();
+        let e = Patterns::new(
+            &["*.tmp".into(), "/home/*/cache".into(), "/x/**/deep".into()],
+            &[],
+        )
+        .unwrap();
         assert!(e.matches(Path::new("/a/b/c.tmp")));
         assert!(!e.matches(Path::new("/a/b/c.tmpx")));
         assert!(e.matches(Path::new("/home/u/cache")));

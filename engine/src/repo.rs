@@ -14,8 +14,8 @@ use crate::config::{ChunkerParams, Config};
 use crate::crypto::{Cipher, RepoSecretKey};
 use crate::id::{hash_of, BlobId, IndexId, KeyId, PackId, SnapshotId};
 use crate::index::{BlobLocation, IndexCache, IndexFile};
-use crate::keys::{Access, KdfParams, KeyFile, KeyMaterial, MasterSecret, WriteKeys};
 use crate::keys::MasterSecretBytes;
+use crate::keys::{Access, KdfParams, KeyFile, KeyMaterial, MasterSecret, WriteKeys};
 use crate::pack;
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
@@ -105,6 +105,9 @@ pub struct Repository {
     key_id: Option<KeyId>,
     cache_dir: Option<PathBuf>,
     index: OnceCell<Arc<IndexCache>>,
+    /// A private cache folder, removed on drop, when there is no shared one
+    /// or another process holds it.
+    temp_cache: Mutex<Option<tempfile::TempDir>>,
     ciphers: Mutex<HashMap<PackId, Arc<Cipher>>>,
 }
 
@@ -172,7 +175,9 @@ impl Repository {
             Err(e) => return Err(e.into()),
         }
         backend.create().await.map_err(|e| match e {
-            kith_storage::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            kith_storage::Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
                 Error::RepositoryExists {
                     location: backend.location(),
                 }
@@ -193,18 +198,33 @@ impl Repository {
             verifying_key: signer.verifying_key().to_bytes(),
         };
         let material = KeyMaterial::Full(MasterSecretBytes(*master.as_bytes()));
-        let key = KeyFile::create(&material, password.as_bytes(), options.kdf, &host_name(), &user_name(), now_ns())?;
+        let key = KeyFile::create(
+            &material,
+            password.as_bytes(),
+            options.kdf,
+            &host_name(),
+            &user_name(),
+            now_ns(),
+        )?;
         let key_id = KeyId(hash_of(key.bytes()));
         let handle = Handle::new(Kind::Key, key_id.to_hex())?;
-        backend.put(&handle, Bytes::copy_from_slice(key.bytes())).await?;
+        backend
+            .put(&handle, Bytes::copy_from_slice(key.bytes()))
+            .await?;
         // The config is written last: a repository without one does not exist yet.
-        backend.put(&Handle::config(), Bytes::from(config.to_bytes(&signer))).await?;
+        backend
+            .put(&Handle::config(), Bytes::from(config.to_bytes(&signer)))
+            .await?;
         let repo = Self::assemble(backend, config, material, Some(key_id), cache_dir)?;
         Ok((repo, master))
     }
 
     /// Opens a repository.
-    pub async fn open(backend: Arc<dyn Backend>, credentials: &Credentials, cache_dir: Option<PathBuf>) -> Result<Self> {
+    pub async fn open(
+        backend: Arc<dyn Backend>,
+        credentials: &Credentials,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self> {
         let config_bytes = read_config_bytes(backend.as_ref()).await?;
         let (material, key_id) = match credentials {
             Credentials::Master(m) => (KeyMaterial::Full(MasterSecretBytes(*m.as_bytes())), None),
@@ -217,19 +237,23 @@ impl Repository {
             .write_keys()
             .config_verifying_key()
             .ok_or_else(|| Error::corrupt("key", "invalid config verifying key"))?;
-        let config = Config::parse(&config_bytes, &trusted).map_err(|e| match (credentials, &e) {
-            // A well-formed config whose signature does not verify, opened with
-            // a master key: the key is another repository's.
-            (Credentials::Master(_), Error::Corrupt { .. }) if Config::parse_unverified(&config_bytes).is_ok() => {
-                Error::WrongMasterKey
-            }
-            _ => e,
-        })?;
+        let config =
+            Config::parse(&config_bytes, &trusted).map_err(|e| match (credentials, &e) {
+                // A well-formed config whose signature does not verify, opened with
+                // a master key: the key is another repository's.
+                (Credentials::Master(_), Error::Corrupt { .. })
+                    if Config::parse_unverified(&config_bytes).is_ok() =>
+                {
+                    Error::WrongMasterKey
+                }
+                _ => e,
+            })?;
         Self::assemble(backend, config, material, key_id, cache_dir)
     }
 
     async fn unlock(backend: &dyn Backend, password: &str) -> Result<(KeyMaterial, KeyId)> {
         let keys = backend.list(Kind::Key, "").await?;
+        let count = keys.len();
         let mut damaged = Vec::new();
         for info in keys {
             let bytes = match backend.get(&info.handle).await {
@@ -257,6 +281,9 @@ impl Repository {
                 }
             }
         }
+        if !damaged.is_empty() && damaged.len() == count {
+            return Err(Error::corrupt("every key file", damaged.join("; ")));
+        }
         Err(Error::WrongPassword)
     }
 
@@ -269,7 +296,10 @@ impl Repository {
     ) -> Result<Self> {
         let write_keys = material.write_keys();
         if write_keys.repo_public != config.repo_public {
-            return Err(Error::corrupt("config", "its public key does not match the key file"));
+            return Err(Error::corrupt(
+                "config",
+                "its public key does not match the key file",
+            ));
         }
         let master = material.master();
         let secret = master.as_ref().map(MasterSecret::repo_secret);
@@ -282,6 +312,7 @@ impl Repository {
             key_id,
             cache_dir,
             index: OnceCell::new(),
+            temp_cache: Mutex::new(None),
             ciphers: Mutex::new(HashMap::new()),
         })
     }
@@ -318,7 +349,9 @@ impl Repository {
 
     /// The folder of this repository's caches.
     pub fn cache_path(&self) -> Option<PathBuf> {
-        self.cache_dir.as_ref().map(|d| d.join(self.config.id_hex()))
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(self.config.id_hex()))
     }
 
     /// The index cache, brought up to date with the repository's index
@@ -326,15 +359,41 @@ impl Repository {
     pub async fn index(&self) -> Result<Arc<IndexCache>> {
         self.index
             .get_or_try_init(|| async {
-                let dir = match self.cache_path() {
-                    Some(d) => d,
-                    None => std::env::temp_dir().join(format!("kith-cache-{}-{}", self.config.id_hex(), std::process::id())),
-                };
-                let path = dir.join("index.redb");
                 let id = self.config.id;
-                let (cache, _) = tokio::task::spawn_blocking(move || IndexCache::open(&path, &id))
-                    .await
-                    .map_err(|e| Error::Task(e.to_string()))??;
+                let shared = match self.cache_path() {
+                    Some(dir) => {
+                        let path = dir.join("index.redb");
+                        match tokio::task::spawn_blocking(move || IndexCache::open(&path, &id))
+                            .await
+                            .map_err(|e| Error::Task(e.to_string()))?
+                        {
+                            Ok((cache, _)) => Some(cache),
+                            Err(Error::CacheInUse(path)) => {
+                                tracing::info!(path = %path.display(), "cache in use; using a private one");
+                                None
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    None => None,
+                };
+                let cache = match shared {
+                    Some(c) => c,
+                    None => {
+                        let dir = tempfile::Builder::new()
+                            .prefix("kith-cache-")
+                            .tempdir()
+                            .map_err(|e| Error::io("create temporary cache", std::env::temp_dir(), e))?;
+                        let path = dir.path().join("index.redb");
+                        if let Ok(mut slot) = self.temp_cache.lock() {
+                            *slot = Some(dir);
+                        }
+                        tokio::task::spawn_blocking(move || IndexCache::open(&path, &id))
+                            .await
+                            .map_err(|e| Error::Task(e.to_string()))??
+                            .0
+                    }
+                };
                 let cache = Arc::new(cache);
                 self.sync_index(&cache).await?;
                 Ok(cache)
@@ -377,7 +436,9 @@ impl Repository {
                 let (id, bytes) = f.await.map_err(|e| Error::Task(e.to_string()))??;
                 match IndexFile::from_bytes(&secret, &bytes, &id) {
                     Ok(file) => batch.push((id, file)),
-                    Err(e) => tracing::warn!(index = %id, error = %e, "skipping damaged index delta"),
+                    Err(e) => {
+                        tracing::warn!(index = %id, error = %e, "skipping damaged index delta")
+                    }
                 }
             }
             if batch.len() >= 256 {
@@ -398,7 +459,10 @@ impl Repository {
     /// Reads and decrypts one index delta.
     pub async fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let secret = self.secret("reading the index")?;
-        let bytes = self.backend.get(&Handle::new(Kind::Index, id.to_hex())?).await?;
+        let bytes = self
+            .backend
+            .get(&Handle::new(Kind::Index, id.to_hex())?)
+            .await?;
         IndexFile::from_bytes(secret, &bytes, id)
     }
 
@@ -406,12 +470,17 @@ impl Repository {
     pub async fn write_index_file(&self, file: &IndexFile) -> Result<IndexId> {
         let bytes = file.to_bytes(&self.write_keys.repo_public());
         let id = IndexId(hash_of(&bytes));
-        self.backend.put(&Handle::new(Kind::Index, id.to_hex())?, Bytes::from(bytes)).await?;
+        self.backend
+            .put(&Handle::new(Kind::Index, id.to_hex())?, Bytes::from(bytes))
+            .await?;
         Ok(id)
     }
 
     fn cipher_for(&self, pack: &PackId, ephemeral: &[u8; 32]) -> Result<Arc<Cipher>> {
-        let mut ciphers = self.ciphers.lock().map_err(|_| Error::Task("cipher cache poisoned".into()))?;
+        let mut ciphers = self
+            .ciphers
+            .lock()
+            .map_err(|_| Error::Task("cipher cache poisoned".into()))?;
         if let Some(c) = ciphers.get(pack) {
             return Ok(c.clone());
         }
@@ -434,7 +503,13 @@ impl Repository {
     }
 
     /// Decodes a sealed blob read from `location`.
-    pub fn open_blob(&self, cipher: &Cipher, id: &BlobId, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+    pub fn open_blob(
+        &self,
+        cipher: &Cipher,
+        id: &BlobId,
+        location: &BlobLocation,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
         blob::open_blob(
             cipher,
             &self.write_keys.chunk_id_key,
@@ -460,7 +535,11 @@ impl Repository {
         let handle = Handle::new(Kind::Pack, location.pack.to_hex())?;
         let sealed = self
             .backend
-            .get_range(&handle, u64::from(location.offset), u64::from(location.length))
+            .get_range(
+                &handle,
+                u64::from(location.offset),
+                u64::from(location.length),
+            )
             .await?;
         self.open_blob(&cipher, id, &location, &sealed)
     }
@@ -475,7 +554,12 @@ impl Repository {
     pub async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         let bytes = snapshot.to_bytes(&self.write_keys.repo_public());
         let id = SnapshotId(hash_of(&bytes));
-        self.backend.put(&Handle::new(Kind::Snapshot, id.to_hex())?, Bytes::from(bytes)).await?;
+        self.backend
+            .put(
+                &Handle::new(Kind::Snapshot, id.to_hex())?,
+                Bytes::from(bytes),
+            )
+            .await?;
         Ok(id)
     }
 
@@ -512,10 +596,16 @@ impl Repository {
     pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         let (all, _) = self.snapshots().await?;
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| Error::SnapshotNotFound(spec.to_owned()));
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.to_owned()));
         }
         let spec_lower = spec.to_ascii_lowercase();
-        let mut matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lower)).collect();
+        let mut matches: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lower))
+            .collect();
         match matches.len() {
             0 => Err(Error::SnapshotNotFound(spec.to_owned())),
             1 => Ok(matches.remove(0)),
@@ -530,20 +620,32 @@ impl Repository {
     pub async fn add_key(&self, password: &str, access: Access, kdf: KdfParams) -> Result<KeyId> {
         let material = match access {
             Access::Full => {
-                let m = self.master.as_ref().ok_or(Error::WriteOnly { operation: "adding a full key" })?;
+                let m = self.master.as_ref().ok_or(Error::WriteOnly {
+                    operation: "adding a full key",
+                })?;
                 KeyMaterial::Full(MasterSecretBytes(*m.as_bytes()))
             }
             Access::WriteOnly => KeyMaterial::WriteOnly(self.write_keys.clone()),
         };
         let password = password.to_owned();
         let key = tokio::task::spawn_blocking(move || {
-            KeyFile::create(&material, password.as_bytes(), kdf, &host_name(), &user_name(), now_ns())
+            KeyFile::create(
+                &material,
+                password.as_bytes(),
+                kdf,
+                &host_name(),
+                &user_name(),
+                now_ns(),
+            )
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
         let id = KeyId(hash_of(key.bytes()));
         self.backend
-            .put(&Handle::new(Kind::Key, id.to_hex())?, Bytes::copy_from_slice(key.bytes()))
+            .put(
+                &Handle::new(Kind::Key, id.to_hex())?,
+                Bytes::copy_from_slice(key.bytes()),
+            )
             .await?;
         Ok(id)
     }
@@ -552,7 +654,9 @@ impl Repository {
     pub async fn keys(&self) -> Result<Vec<KeyListing>> {
         let mut out = Vec::new();
         for o in self.backend.list(Kind::Key, "").await? {
-            let Ok(id) = KeyId::from_hex(o.handle.name()) else { continue };
+            let Ok(id) = KeyId::from_hex(o.handle.name()) else {
+                continue;
+            };
             let info = match self.backend.get(&o.handle).await {
                 Ok(bytes) => KeyFile::parse(&bytes, &format!("key {}", id.short()))
                     .map(|k| k.info)
@@ -572,16 +676,26 @@ impl Repository {
     /// Resolves a key id prefix.
     pub async fn find_key(&self, prefix: &str) -> Result<KeyId> {
         let keys = self.keys().await?;
-        let m: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let m: Vec<_> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
         match m.len() {
             1 => Ok(m[0].id),
             0 => Err(Error::InvalidInput(format!("no key matches {prefix:?}"))),
-            n => Err(Error::InvalidInput(format!("{prefix:?} matches {n} keys: give more characters"))),
+            n => Err(Error::InvalidInput(format!(
+                "{prefix:?} matches {n} keys: give more characters"
+            ))),
         }
     }
 
     /// Removes a key file; refuses the key in use and the last full key.
     pub async fn remove_key(&self, id: &KeyId) -> Result<()> {
+        if self.master.is_none() {
+            return Err(Error::WriteOnly {
+                operation: "removing keys",
+            });
+        }
         if Some(*id) == self.key_id {
             return Err(Error::InvalidInput(
                 "refusing to remove the key in use: open the repository with another key to remove this one".into(),
@@ -593,22 +707,32 @@ impl Repository {
             .filter(|k| k.id != *id && matches!(&k.info, Ok(i) if i.access == Access::Full))
             .count();
         if full_left == 0 && self.master.is_none() {
-            return Err(Error::InvalidInput("refusing to remove the last full key".into()));
+            return Err(Error::InvalidInput(
+                "refusing to remove the last full key".into(),
+            ));
         }
         if !keys.iter().any(|k| k.id == *id) {
             return Err(Error::InvalidInput(format!("no key {id}")));
         }
-        self.backend.delete(&Handle::new(Kind::Key, id.to_hex())?).await?;
+        self.backend
+            .delete(&Handle::new(Kind::Key, id.to_hex())?)
+            .await?;
         Ok(())
     }
 
     /// Replaces the key in use with one under a new password.
     pub async fn change_password(&mut self, new_password: &str, kdf: KdfParams) -> Result<KeyId> {
         let old = self.key_id;
-        let access = if self.master.is_some() { Access::Full } else { Access::WriteOnly };
+        let access = if self.master.is_some() {
+            Access::Full
+        } else {
+            Access::WriteOnly
+        };
         let new = self.add_key(new_password, access, kdf).await?;
         if let Some(old) = old {
-            self.backend.delete(&Handle::new(Kind::Key, old.to_hex())?).await?;
+            self.backend
+                .delete(&Handle::new(Kind::Key, old.to_hex())?)
+                .await?;
         }
         self.key_id = Some(new);
         Ok(new)
@@ -625,9 +749,15 @@ impl Repository {
     }
 
     /// Reads a whole pack and opens its header.
-    pub async fn read_pack(&self, id: &PackId) -> Result<(Bytes, Cipher, Vec<crate::pack::PackEntry>)> {
+    pub async fn read_pack(
+        &self,
+        id: &PackId,
+    ) -> Result<(Bytes, Cipher, Vec<crate::pack::PackEntry>)> {
         let secret = self.secret("reading packs")?.clone();
-        let bytes = self.backend.get(&Handle::new(Kind::Pack, id.to_hex())?).await?;
+        let bytes = self
+            .backend
+            .get(&Handle::new(Kind::Pack, id.to_hex())?)
+            .await?;
         let id = *id;
         tokio::task::spawn_blocking(move || {
             let (cipher, entries) = pack::read_pack(&secret, &id, &bytes)?;

@@ -120,10 +120,16 @@ impl Tree {
                 || n.name == b"."
                 || n.name == b".."
             {
-                return Err(Error::corrupt(&object, format!("invalid entry name {:?}", n.name_lossy())));
+                return Err(Error::corrupt(
+                    &object,
+                    format!("invalid entry name {:?}", n.name_lossy()),
+                ));
             }
             if i > 0 && nodes[i - 1].name >= n.name {
-                return Err(Error::corrupt(&object, "entries out of order or duplicated"));
+                return Err(Error::corrupt(
+                    &object,
+                    "entries out of order or duplicated",
+                ));
             }
         }
         Ok(Tree { nodes })
@@ -138,7 +144,9 @@ mod tests {
     fn node(name: &str) -> Node {
         Node {
             name: name.as_bytes().to_vec(),
-            kind: NodeKind::File { content: vec![BlobId([1; 32])] },
+            kind: NodeKind::File {
+                content: vec![BlobId([1; 32])],
+            },
             mode: 0o100644,
             uid: 1,
             gid: 2,
@@ -164,12 +172,19 @@ mod tests {
     fn hostile_names_and_order_are_refused() {
         let id = BlobId([0; 32]);
         for bad in ["..", ".", "a/b", ""] {
-            let t = Tree { nodes: vec![node(bad)] };
+            let t = Tree {
+                nodes: vec![node(bad)],
+            };
             assert!(Tree::from_bytes(&t.to_bytes(), &id).is_err(), "{bad:?}");
         }
-        let t = Tree { nodes: vec![node("b"), node("a")] };
+        let t = Tree {
+            nodes: vec![node("b"), node("a")],
+        };
         assert!(Tree::from_bytes(&t.to_bytes(), &id).is_err());
-        let bytes = Tree { nodes: vec![node("a")] }.to_bytes();
+        let bytes = Tree {
+            nodes: vec![node("a")],
+        }
+        .to_bytes();
         for n in 0..bytes.len() {
             assert!(Tree::from_bytes(&bytes[..n], &id).is_err());
         }

@@ -26,7 +26,9 @@ pub async fn walk_snapshot(
             .nodes
             .into_iter()
             .find(|n| n.name == c.as_bytes())
-            .ok_or_else(|| Error::PathNotInSnapshot { path: start.to_owned() })?;
+            .ok_or_else(|| Error::PathNotInSnapshot {
+                path: start.to_owned(),
+            })?;
         path.push('/');
         path.push_str(c);
         match &node.kind {
@@ -40,7 +42,11 @@ pub async fn walk_snapshot(
                 f(&path, &node);
                 return Ok(());
             }
-            _ => return Err(Error::PathNotInSnapshot { path: start.to_owned() }),
+            _ => {
+                return Err(Error::PathNotInSnapshot {
+                    path: start.to_owned(),
+                })
+            }
         }
     }
     walk_tree(repo, tree_id, path, f).await

@@ -72,7 +72,12 @@ fn create_layout(root: &Path) -> Result<()> {
         let dir = packs.join(format!("{fan:02x}"));
         fs::create_dir_all(&dir).map_err(|e| Error::io("create folder", &dir, e))?;
     }
-    sync_dir(root)
+    sync_dir(&packs)?;
+    sync_dir(root)?;
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -90,6 +95,9 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     })?;
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
     }
     let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
     let result = (|| {
@@ -228,8 +236,8 @@ impl Backend for LocalBackend {
                     }
                 }
                 Kind::Pack => {
-                    if prefix.len() >= 2 {
-                        list_dir(&dir.join(&prefix[..2]), kind, &prefix, &mut out)?;
+                    if let Some(fan) = prefix.get(..2) {
+                        list_dir(&dir.join(fan), kind, &prefix, &mut out)?;
                     } else {
                         let fans = match fs::read_dir(&dir) {
                             Ok(fans) => fans,
@@ -298,7 +306,9 @@ mod tests {
             b.create().await.unwrap();
             for name in ["aa01", "aa02", "bb01"] {
                 let h = Handle::new(Kind::Pack, name).unwrap();
-                b.put(&h, Bytes::from(name.as_bytes().to_vec())).await.unwrap();
+                b.put(&h, Bytes::from(name.as_bytes().to_vec()))
+                    .await
+                    .unwrap();
             }
             let all = b.list(Kind::Pack, "").await.unwrap();
             assert_eq!(all.len(), 3);
@@ -321,7 +331,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let b = LocalBackend::new(dir.path());
             b.create().await.unwrap();
-            b.put(&Handle::config(), Bytes::from_static(b"c")).await.unwrap();
+            b.put(&Handle::config(), Bytes::from_static(b"c"))
+                .await
+                .unwrap();
             assert!(b.create().await.is_err());
         });
     }

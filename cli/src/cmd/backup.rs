@@ -34,19 +34,19 @@ pub(crate) async fn run(ctx: &Context, args: &BackupArgs) -> Result<u8, CliError
     let verbose = ctx.global.verbose;
     let observer = Arc::new(move |event: &BackupEvent| match event {
         BackupEvent::Bytes(n) => observer_bar.inc(*n),
-        BackupEvent::Scanned { bytes, .. } => observer_bar.set_length((*bytes).max(observer_bar.position())),
+        BackupEvent::Scanned { bytes, .. } => {
+            observer_bar.set_length((*bytes).max(observer_bar.position()))
+        }
         BackupEvent::ScanFinished { files, bytes } => {
             observer_bar.set_length(*bytes);
             observer_bar.set_message(format!("{files} files"));
         }
-        BackupEvent::Warning { path, message }
-            if !quiet => {
-                observer_bar.suspend(|| eprintln!("warning: {}: {message}", path.display()));
-            }
-        BackupEvent::FileDone
-            if verbose > 1 => {
-                observer_bar.tick();
-            }
+        BackupEvent::Warning { path, message } if !quiet => {
+            observer_bar.suspend(|| eprintln!("warning: {}: {message}", path.display()));
+        }
+        BackupEvent::FileDone if verbose > 1 => {
+            observer_bar.tick();
+        }
         _ => {}
     });
     let outcome = backup(&repo, &args.paths, &options, observer).await;
@@ -77,7 +77,11 @@ pub(crate) async fn run(ctx: &Context, args: &BackupArgs) -> Result<u8, CliError
             s.files_new,
             s.files_changed,
             s.files_unmodified,
-            if s.files_failed > 0 { format!(", {} unreadable", s.files_failed) } else { String::new() }
+            if s.files_failed > 0 {
+                format!(", {} unreadable", s.files_failed)
+            } else {
+                String::new()
+            }
         );
         println!("Folders: {}", s.dirs);
         println!(
@@ -90,5 +94,9 @@ pub(crate) async fn run(ctx: &Context, args: &BackupArgs) -> Result<u8, CliError
         println!("Duration: {:.2}s", s.duration_ms as f64 / 1000.0);
         println!("snapshot {} saved", outcome.id.short());
     }
-    Ok(if s.files_failed > 0 { exit::PARTIAL } else { exit::OK })
+    Ok(if s.files_failed > 0 {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
 }

@@ -10,13 +10,15 @@ use crate::error::CliError;
 use crate::{exit, output};
 
 fn parse_percent(text: &str) -> Result<f64, CliError> {
-    let n: f64 = text
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| CliError::Usage(format!("--read-data-subset wants a percentage like 10%, not {text:?}")))?;
+    let n: f64 = text.trim().trim_end_matches('%').parse().map_err(|_| {
+        CliError::Usage(format!(
+            "--read-data-subset wants a percentage like 10%, not {text:?}"
+        ))
+    })?;
     if !(0.0..=100.0).contains(&n) {
-        return Err(CliError::Usage("--read-data-subset must be between 0% and 100%".into()));
+        return Err(CliError::Usage(
+            "--read-data-subset must be between 0% and 100%".into(),
+        ));
     }
     Ok(n)
 }
@@ -56,9 +58,17 @@ pub(crate) async fn run(ctx: &Context, args: &CheckArgs) -> Result<u8, CliError>
                 report.packs,
                 report.packs_read,
                 report.blobs,
-                if report.errors.is_empty() { "no errors".to_owned() } else { format!("{} errors", report.errors.len()) }
+                if report.errors.is_empty() {
+                    "no errors".to_owned()
+                } else {
+                    format!("{} errors", report.errors.len())
+                }
             );
         }
     }
-    Ok(if report.errors.is_empty() { exit::OK } else { exit::DAMAGED })
+    Ok(if report.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
 }

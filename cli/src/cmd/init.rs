@@ -9,13 +9,20 @@ use crate::error::CliError;
 use crate::{exit, output};
 
 /// Creates the repository and tells the user its master key once.
-pub(crate) async fn create(ctx: &Context, kdf_args: &crate::args::KdfArgs, pack_size_mib: u32) -> Result<(Repository, MasterSecret), CliError> {
+pub(crate) async fn create(
+    ctx: &Context,
+    kdf_args: &crate::args::KdfArgs,
+    pack_size_mib: u32,
+) -> Result<(Repository, MasterSecret), CliError> {
     let password = ctx.init_password()?;
     let pack_size = pack_size_mib
         .checked_mul(1024 * 1024)
         .ok_or_else(|| CliError::Usage("pack size too large".into()))?;
-    let options = InitOptions::default().kdf(kdf(kdf_args)).pack_size(pack_size);
-    let (repo, master) = Repository::init(ctx.backend()?, &password, &options, ctx.cache_dir()).await?;
+    let options = InitOptions::default()
+        .kdf(kdf(kdf_args))
+        .pack_size(pack_size);
+    let (repo, master) =
+        Repository::init(ctx.backend()?, &password, &options, ctx.cache_dir()).await?;
     Ok((repo, master))
 }
 
@@ -23,7 +30,11 @@ pub(crate) fn announce(ctx: &Context, repo: &Repository, master: &MasterSecret) 
     if ctx.global.quiet {
         return;
     }
-    eprintln!("created repository {} at {}", &repo.config().id_hex()[..8], ctx.location());
+    eprintln!(
+        "created repository {} at {}",
+        &repo.config().id_hex()[..8],
+        ctx.location()
+    );
     eprintln!();
     eprintln!("Master key (paper key). Write it down and keep it somewhere safe: with it alone,");
     eprintln!("everything can be restored even if every password is lost. It is shown only now;");

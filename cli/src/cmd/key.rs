@@ -11,14 +11,26 @@ use crate::{exit, output};
 pub(crate) async fn run(ctx: &Context, command: &KeyCommand) -> Result<u8, CliError> {
     let mut repo = ctx.open().await?;
     match command {
-        KeyCommand::Add { write_only, new_password_file, kdf: k } => {
+        KeyCommand::Add {
+            write_only,
+            new_password_file,
+            kdf: k,
+        } => {
             let password = ctx.new_password(new_password_file.as_ref())?;
-            let access = if *write_only { Access::WriteOnly } else { Access::Full };
+            let access = if *write_only {
+                Access::WriteOnly
+            } else {
+                Access::Full
+            };
             let id = repo.add_key(&password, access, kdf(k)).await?;
             if ctx.global.json {
                 output::json(&serde_json::json!({"id": id.to_hex(), "write_only": write_only}))?;
             } else if !ctx.global.quiet {
-                println!("added {} key {}", if *write_only { "write-only" } else { "full" }, id.short());
+                println!(
+                    "added {} key {}",
+                    if *write_only { "write-only" } else { "full" },
+                    id.short()
+                );
             }
         }
         KeyCommand::List => {
@@ -40,7 +52,10 @@ pub(crate) async fn run(ctx: &Context, command: &KeyCommand) -> Result<u8, CliEr
                     .collect();
                 output::json(&list)?;
             } else {
-                println!(" {:<10} {:<11} {:<12} {:<16} created", "id", "access", "user", "host");
+                println!(
+                    " {:<10} {:<11} {:<12} {:<16} created",
+                    "id", "access", "user", "host"
+                );
                 for k in &keys {
                     let mark = if k.current { "*" } else { " " };
                     match &k.info {
@@ -67,7 +82,10 @@ pub(crate) async fn run(ctx: &Context, command: &KeyCommand) -> Result<u8, CliEr
                 println!("removed key {}", id.short());
             }
         }
-        KeyCommand::Passwd { new_password_file, kdf: k } => {
+        KeyCommand::Passwd {
+            new_password_file,
+            kdf: k,
+        } => {
             let password = ctx.new_password(new_password_file.as_ref())?;
             let id = repo.change_password(&password, kdf(k)).await?;
             if !ctx.global.quiet {

@@ -32,31 +32,49 @@ pub(crate) async fn run(ctx: &Context, args: &LsArgs) -> Result<u8, CliError> {
     let mut out = std::io::BufWriter::new(std::io::stdout());
     let mut write_error = None;
     if !json && !ctx.global.quiet {
-        eprintln!("snapshot {} of {:?} at {}", id.short(), snapshot.paths, output::local_time(snapshot.time));
+        eprintln!(
+            "snapshot {} of {:?} at {}",
+            id.short(),
+            snapshot.paths,
+            output::local_time(snapshot.time)
+        );
     }
-    walk_snapshot(&repo, &snapshot.tree, &start, &mut |path: &str, node: &Node| {
-        if json {
-            entries.push(serde_json::json!({
-                "path": path,
-                "name": node.name_lossy(),
-                "type": kind(node),
-                "size": node.size,
-                "mode": node.mode,
-                "uid": node.uid,
-                "gid": node.gid,
-                "mtime": output::rfc3339(node.mtime),
-            }));
-            return;
-        }
-        let line = if long {
-            format!("{:>7o} {:>6} {:>6} {:>12} {} {}", node.mode & 0o7777, node.uid, node.gid, node.size, output::local_time(node.mtime), path)
-        } else {
-            path.to_owned()
-        };
-        if let Err(e) = writeln!(out, "{line}") {
-            write_error.get_or_insert(e);
-        }
-    })
+    walk_snapshot(
+        &repo,
+        &snapshot.tree,
+        &start,
+        &mut |path: &str, node: &Node| {
+            if json {
+                entries.push(serde_json::json!({
+                    "path": path,
+                    "name": node.name_lossy(),
+                    "type": kind(node),
+                    "size": node.size,
+                    "mode": node.mode,
+                    "uid": node.uid,
+                    "gid": node.gid,
+                    "mtime": output::rfc3339(node.mtime),
+                }));
+                return;
+            }
+            let line = if long {
+                format!(
+                    "{:>7o} {:>6} {:>6} {:>12} {} {}",
+                    node.mode & 0o7777,
+                    node.uid,
+                    node.gid,
+                    node.size,
+                    output::local_time(node.mtime),
+                    path
+                )
+            } else {
+                path.to_owned()
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        },
+    )
     .await?;
     if let Some(e) = write_error {
         return Err(e.into());

@@ -25,7 +25,11 @@ pub(crate) async fn run(ctx: &Context, command: &RepairCommand) -> Result<u8, Cl
                     );
                 }
             }
-            Ok(if report.unreadable.is_empty() { exit::OK } else { exit::DAMAGED })
+            Ok(if report.unreadable.is_empty() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
         }
     }
 }

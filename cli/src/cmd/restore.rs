@@ -21,14 +21,17 @@ pub(crate) async fn run(ctx: &Context, args: &RestoreArgs) -> Result<u8, CliErro
     let observer = Arc::new(move |e: &RestoreEvent| match e {
         RestoreEvent::Planned { bytes, .. } => b.set_length(*bytes),
         RestoreEvent::Bytes(n) => b.inc(*n),
-        RestoreEvent::Warning { path, message }
-            if !quiet => {
-                b.suspend(|| eprintln!("warning: {path}: {message}"));
-            }
+        RestoreEvent::Warning { path, message } if !quiet => {
+            b.suspend(|| eprintln!("warning: {path}: {message}"));
+        }
         _ => {}
     });
     if !quiet && !ctx.global.json {
-        eprintln!("restoring snapshot {} into {}", snapshot.0.short(), args.target.display());
+        eprintln!(
+            "restoring snapshot {} into {}",
+            snapshot.0.short(),
+            args.target.display()
+        );
     }
     let outcome = restore(&repo, &snapshot, &args.target, &options, observer).await;
     bar.finish_and_clear();

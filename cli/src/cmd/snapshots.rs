@@ -46,7 +46,10 @@ pub(crate) async fn run(ctx: &Context, args: &SnapshotsArgs) -> Result<u8, CliEr
             .collect();
         output::json(&list)?;
     } else {
-        println!("{:<10} {:<19} {:<16} {:<12} {:>10}  paths", "id", "time", "host", "tags", "size");
+        println!(
+            "{:<10} {:<19} {:<16} {:<12} {:>10}  paths",
+            "id", "time", "host", "tags", "size"
+        );
         for (id, s) in &snapshots {
             println!(
                 "{:<10} {:<19} {:<16} {:<12} {:>10}  {}",
@@ -62,5 +65,9 @@ pub(crate) async fn run(ctx: &Context, args: &SnapshotsArgs) -> Result<u8, CliEr
             println!("{} snapshots", snapshots.len());
         }
     }
-    Ok(if errors.is_empty() { exit::OK } else { exit::DAMAGED })
+    Ok(if errors.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
 }

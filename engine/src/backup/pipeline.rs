@@ -23,10 +23,10 @@ use crate::tree::{Node, NodeKind};
 use crate::{Error, Result};
 
 use super::dir::DirBuilder;
-use crate::patterns::Patterns;
 use super::meta;
 use super::options::{BackupEvent, BackupOptions, BackupOutcome, Observer};
 use super::walk::{scan, PathTrie, Walker};
+use crate::patterns::Patterns;
 
 /// Files smaller than this are read in one go rather than streamed.
 const SMALL_FILE: u64 = 512 * 1024;
@@ -67,16 +67,20 @@ impl Packer {
     fn new(level: i32) -> Result<Self> {
         Ok(Packer {
             writer: None,
-            encoder: Encoder::new(level).map_err(|e| Error::InvalidInput(format!("zstd level {level}: {e}")))?,
+            encoder: Encoder::new(level)
+                .map_err(|e| Error::InvalidInput(format!("zstd level {level}: {e}")))?,
         })
     }
 
     fn add(&mut self, shared: &Shared, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<()> {
-        let writer = self
-            .writer
-            .get_or_insert_with(|| PackWriter::new(&shared.public, shared.pack_size + shared.pack_size / 8));
+        let writer = self.writer.get_or_insert_with(|| {
+            PackWriter::new(&shared.public, shared.pack_size + shared.pack_size / 8)
+        });
         writer.add(&mut self.encoder, kind, id, data)?;
-        shared.stats.data_added.fetch_add(data.len() as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .data_added
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         shared.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
         if writer.len() >= shared.pack_size {
             self.flush(shared)?;
@@ -163,14 +167,18 @@ impl Shared {
 
     /// True when every blob is in the index already.
     pub(crate) fn all_known(&self, ids: &[BlobId]) -> bool {
-        ids.iter().all(|id| matches!(self.index.lookup(id), Ok(Some(_))))
+        ids.iter()
+            .all(|id| matches!(self.index.lookup(id), Ok(Some(_))))
     }
 
     /// True when `id` must be stored: neither the index nor this session
     /// has it. Claims it for this session.
     fn claim(&self, id: &BlobId) -> Result<bool> {
         {
-            let session = self.session.lock().map_err(|_| Error::Task("session set poisoned".into()))?;
+            let session = self
+                .session
+                .lock()
+                .map_err(|_| Error::Task("session set poisoned".into()))?;
             if session.contains(id) {
                 return Ok(false);
             }
@@ -178,7 +186,10 @@ impl Shared {
         if self.index.lookup(id)?.is_some() {
             return Ok(false);
         }
-        let mut session = self.session.lock().map_err(|_| Error::Task("session set poisoned".into()))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| Error::Task("session set poisoned".into()))?;
         Ok(session.insert(*id))
     }
 
@@ -194,7 +205,10 @@ impl Shared {
         if !self.claim(&id)? {
             return Ok(());
         }
-        let mut trees = self.trees.lock().map_err(|_| Error::Task("tree packer poisoned".into()))?;
+        let mut trees = self
+            .trees
+            .lock()
+            .map_err(|_| Error::Task("tree packer poisoned".into()))?;
         if trees.is_none() {
             *trees = Some(Packer::new(self.level)?);
         }
@@ -205,7 +219,10 @@ impl Shared {
     }
 
     fn flush_trees(&self) -> Result<()> {
-        let mut trees = self.trees.lock().map_err(|_| Error::Task("tree packer poisoned".into()))?;
+        let mut trees = self
+            .trees
+            .lock()
+            .map_err(|_| Error::Task("tree packer poisoned".into()))?;
         match trees.as_mut() {
             Some(p) => p.flush(self),
             None => Ok(()),
@@ -242,16 +259,27 @@ impl From<std::io::Error> for FileError {
     }
 }
 
-fn read_file(shared: &Shared, packer: &mut Packer, buf: &mut Vec<u8>, job: &FileJob) -> Result<Node, FileError> {
-    let mut file = File::open(&job.path).map_err(|e| FileError::Skip(format!("cannot open: {e}")))?;
+fn read_file(
+    shared: &Shared,
+    packer: &mut Packer,
+    buf: &mut Vec<u8>,
+    job: &FileJob,
+) -> Result<Node, FileError> {
+    let mut file =
+        File::open(&job.path).map_err(|e| FileError::Skip(format!("cannot open: {e}")))?;
     let mut content = Vec::new();
     let mut add_chunk = |chunk: &[u8]| -> Result<(), FileError> {
         let id = shared.blob_id(chunk);
         if shared.claim(&id).map_err(FileError::Fatal)? {
-            packer.add(shared, BlobKind::Data, id, chunk).map_err(FileError::Fatal)?;
+            packer
+                .add(shared, BlobKind::Data, id, chunk)
+                .map_err(FileError::Fatal)?;
         }
         content.push(id);
-        shared.stats.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .bytes_read
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         shared.emit(&BackupEvent::Bytes(chunk.len() as u64));
         if shared.aborted() {
             return Err(FileError::Skip("backup stopped".into()));
@@ -266,7 +294,9 @@ fn read_file(shared: &Shared, packer: &mut Packer, buf: &mut Vec<u8>, job: &File
             let head = std::mem::take(buf);
             let rest = std::io::Cursor::new(head).chain(&mut file);
             let mut stream_buf = Vec::new();
-            let n = shared.chunker.for_each_chunk(rest, &mut stream_buf, &mut add_chunk)?;
+            let n = shared
+                .chunker
+                .for_each_chunk(rest, &mut stream_buf, &mut add_chunk)?;
             *buf = stream_buf;
             n
         } else {
@@ -279,10 +309,17 @@ fn read_file(shared: &Shared, packer: &mut Packer, buf: &mut Vec<u8>, job: &File
             n
         }
     } else {
-        shared.chunker.for_each_chunk(&mut file, buf, &mut add_chunk)?
+        shared
+            .chunker
+            .for_each_chunk(&mut file, buf, &mut add_chunk)?
     };
-    let after = file.metadata().map_err(|e| FileError::Skip(format!("cannot stat after reading: {e}")))?;
-    if after.mtime() != job.meta.mtime() || after.mtime_nsec() != job.meta.mtime_nsec() || size != job.meta.len() {
+    let after = file
+        .metadata()
+        .map_err(|e| FileError::Skip(format!("cannot stat after reading: {e}")))?;
+    if after.mtime() != job.meta.mtime()
+        || after.mtime_nsec() != job.meta.mtime_nsec()
+        || size != job.meta.len()
+    {
         shared.emit(&BackupEvent::Warning {
             path: job.path.clone(),
             message: "file changed while it was read; the snapshot holds what was read".into(),
@@ -316,9 +353,16 @@ fn worker(shared: Arc<Shared>, jobs: crossbeam_channel::Receiver<FileJob>) {
         }
         match read_file(&shared, &mut packer, &mut buf, &job) {
             Ok(node) => {
-                let counter = if job.seen_before { &shared.stats.files_changed } else { &shared.stats.files_new };
+                let counter = if job.seen_before {
+                    &shared.stats.files_changed
+                } else {
+                    &shared.stats.files_new
+                };
                 counter.fetch_add(1, Ordering::Relaxed);
-                shared.stats.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+                shared
+                    .stats
+                    .total_bytes
+                    .fetch_add(node.size, Ordering::Relaxed);
                 shared.emit(&BackupEvent::FileDone);
                 job.dir.fill(&shared, job.index, Some(node));
             }
@@ -361,18 +405,28 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Backs up `paths` into `repo`.
-pub async fn backup(repo: &Repository, paths: &[PathBuf], options: &BackupOptions, observer: Observer) -> Result<BackupOutcome> {
+pub async fn backup(
+    repo: &Repository,
+    paths: &[PathBuf],
+    options: &BackupOptions,
+    observer: Observer,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = now_ns();
     if paths.is_empty() {
-        return Err(Error::InvalidInput("give at least one path to back up".into()));
+        return Err(Error::InvalidInput(
+            "give at least one path to back up".into(),
+        ));
     }
     let paths = absolute_paths(paths)?;
     let excludes = Patterns::new(&options.excludes, &options.exclude_files)?;
     let config = repo.config().clone();
     let keys = repo.write_keys().clone();
     let host = options.host.clone().unwrap_or_else(host_name);
-    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let parent = if repo.master().is_some() {
         let (snaps, _) = repo.snapshots().await?;
         snaps
@@ -384,9 +438,11 @@ pub async fn backup(repo: &Repository, paths: &[PathBuf], options: &BackupOption
         None
     };
     let index = repo.index().await?;
-    let workers = options
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let workers = options.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let (upload_tx, upload_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
     let shared = Arc::new(Shared {
         chunker: Chunker::new(&config.chunker, keys.chunker_seed()),
@@ -406,7 +462,12 @@ pub async fn backup(repo: &Repository, paths: &[PathBuf], options: &BackupOption
         failed: Mutex::new(Vec::new()),
     });
 
-    let uploader = super::upload::run(repo, shared.clone(), upload_rx, options.uploads.unwrap_or(2).max(1));
+    let uploader = super::upload::run(
+        repo,
+        shared.clone(),
+        upload_rx,
+        options.uploads.unwrap_or(2).max(1),
+    );
     let work_shared = shared.clone();
     let one_fs = options.one_file_system;
     let force = options.force;
@@ -452,17 +513,24 @@ pub async fn backup(repo: &Repository, paths: &[PathBuf], options: &BackupOption
         }
         Ok(root_rx.try_recv().ok())
     });
-    let (uploaded, root) = tokio::join!(uploader, async { work.await.map_err(|e| Error::Task(e.to_string())) });
+    let (uploaded, root) = tokio::join!(uploader, async {
+        work.await.map_err(|e| Error::Task(e.to_string()))
+    });
     let root = root??;
+    // The uploader's own error is the cause; the workers only saw it stop.
+    uploaded?;
     if let Ok(mut slot) = shared.error.lock() {
         if let Some(e) = slot.take() {
             return Err(e);
         }
     }
-    uploaded?;
     let root = root.ok_or_else(|| Error::Task("the root tree was not produced".into()))?;
 
-    let updates = shared.cache_updates.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
+    let updates = shared
+        .cache_updates
+        .lock()
+        .map(|mut u| std::mem::take(&mut *u))
+        .unwrap_or_default();
     let index = shared.index.clone();
     let _ = tokio::task::spawn_blocking(move || index.put_files(&updates, true)).await;
 
@@ -493,5 +561,10 @@ pub async fn backup(repo: &Repository, paths: &[PathBuf], options: &BackupOption
     };
     let id = repo.write_snapshot(&snapshot).await?;
     let failed = shared.failed.lock().map(|f| f.clone()).unwrap_or_default();
-    Ok(BackupOutcome { id, snapshot, summary, failed })
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        summary,
+        failed,
+    })
 }

@@ -72,7 +72,10 @@ pub(crate) async fn run(
 }
 
 async fn write_delta(repo: &Repository, shared: &Arc<Shared>, packs: Vec<IndexPack>) -> Result<()> {
-    let file = IndexFile { packs, supersedes: Vec::new() };
+    let file = IndexFile {
+        packs,
+        supersedes: Vec::new(),
+    };
     let id = repo.write_index_file(&file).await?;
     let index = shared.index.clone();
     tokio::task::spawn_blocking(move || index.add_index_files(&[(id, file)], false))

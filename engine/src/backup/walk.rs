@@ -15,10 +15,10 @@ use std::sync::Arc;
 use crate::tree::NodeKind;
 
 use super::dir::{DirBuilder, Parent};
-use crate::patterns::Patterns;
 use super::meta;
 use super::options::BackupEvent;
 use super::pipeline::{FileJob, Shared};
+use crate::patterns::Patterns;
 
 /// The folders leading to the paths given, as a trie of name components.
 #[derive(Default)]
@@ -36,7 +36,10 @@ impl PathTrie {
                 if node.target {
                     break;
                 }
-                node = node.children.entry(c.as_os_str().as_bytes().to_vec()).or_default();
+                node = node
+                    .children
+                    .entry(c.as_os_str().as_bytes().to_vec())
+                    .or_default();
             }
             node.target = true;
             node.children.clear();
@@ -77,7 +80,13 @@ impl Walker<'_> {
             return;
         }
         let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"/");
-        let node = meta::node(name, &meta, NodeKind::Dir { subtree: crate::id::BlobId([0; 32]) });
+        let node = meta::node(
+            name,
+            &meta,
+            NodeKind::Dir {
+                subtree: crate::id::BlobId([0; 32]),
+            },
+        );
         let dir = DirBuilder::new(trie.children.len(), parent, node);
         for (i, (name, child)) in trie.children.iter().enumerate() {
             let child_path = path.join(std::ffi::OsStr::from_bytes(name));
@@ -88,7 +97,10 @@ impl Walker<'_> {
 
     fn visit_target(&self, path: &Path, meta: &Metadata, parent: Parent) {
         let root_dev = meta.dev();
-        let name = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"/".to_vec());
+        let name = path
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b"/".to_vec());
         if meta.is_dir() {
             self.visit_dir(path, &name, meta, parent, root_dev);
         } else {
@@ -97,7 +109,17 @@ impl Walker<'_> {
             let dir = match parent {
                 Parent::Dir(d, i) => (d, i),
                 Parent::Root(tx) => {
-                    let holder = DirBuilder::new(1, Parent::Root(tx), meta::node(b"/", meta, NodeKind::Dir { subtree: crate::id::BlobId([0; 32]) }));
+                    let holder = DirBuilder::new(
+                        1,
+                        Parent::Root(tx),
+                        meta::node(
+                            b"/",
+                            meta,
+                            NodeKind::Dir {
+                                subtree: crate::id::BlobId([0; 32]),
+                            },
+                        ),
+                    );
                     self.visit_entry(path, &name, meta, holder.clone(), 0, root_dev);
                     holder.release(self.shared);
                     return;
@@ -108,8 +130,17 @@ impl Walker<'_> {
     }
 
     fn visit_dir(&self, path: &Path, name: &[u8], meta: &Metadata, parent: Parent, root_dev: u64) {
-        self.shared.stats.dirs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let node = meta::node(name, meta, NodeKind::Dir { subtree: crate::id::BlobId([0; 32]) });
+        self.shared
+            .stats
+            .dirs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = meta::node(
+            name,
+            meta,
+            NodeKind::Dir {
+                subtree: crate::id::BlobId([0; 32]),
+            },
+        );
         let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
         let crosses = self.one_file_system && meta.dev() != root_dev;
         if !crosses {
@@ -158,7 +189,15 @@ impl Walker<'_> {
         dir.release(self.shared);
     }
 
-    fn visit_entry(&self, path: &Path, name: &[u8], meta: &Metadata, dir: Arc<DirBuilder>, index: usize, _root_dev: u64) {
+    fn visit_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        dir: Arc<DirBuilder>,
+        index: usize,
+        _root_dev: u64,
+    ) {
         match meta::special_kind(path, meta) {
             Ok(Some(kind)) => {
                 dir.fill(self.shared, index, Some(meta::node(name, meta, kind)));
@@ -172,10 +211,20 @@ impl Walker<'_> {
             }
         }
         let path_bytes = path.as_os_str().as_bytes();
-        let cached = if self.force { None } else { self.shared.cached_file(path_bytes) };
+        let cached = if self.force {
+            None
+        } else {
+            self.shared.cached_file(path_bytes)
+        };
         if let Some(entry) = &cached {
             if meta::unchanged(entry, meta) && self.shared.all_known(&entry.content) {
-                let node = meta::node(name, meta, NodeKind::File { content: entry.content.clone() });
+                let node = meta::node(
+                    name,
+                    meta,
+                    NodeKind::File {
+                        content: entry.content.clone(),
+                    },
+                );
                 self.shared.file_unmodified(meta.len());
                 dir.fill(self.shared, index, Some(node));
                 return;
@@ -183,7 +232,13 @@ impl Walker<'_> {
         }
         let job = FileJob {
             path: path.to_owned(),
-            node: meta::node(name, meta, NodeKind::File { content: Vec::new() }),
+            node: meta::node(
+                name,
+                meta,
+                NodeKind::File {
+                    content: Vec::new(),
+                },
+            ),
             meta: meta.clone(),
             seen_before: cached.is_some(),
             dir: dir.clone(),
@@ -201,7 +256,9 @@ fn skip(shared: &Arc<Shared>, parent: Parent) {
         Parent::Root(tx) => {
             let node = crate::tree::Node {
                 name: b"/".to_vec(),
-                kind: NodeKind::Dir { subtree: crate::id::BlobId([0; 32]) },
+                kind: NodeKind::Dir {
+                    subtree: crate::id::BlobId([0; 32]),
+                },
                 mode: 0o40755,
                 uid: 0,
                 gid: 0,
@@ -236,13 +293,17 @@ pub(crate) fn scan(paths: &[PathBuf], excludes: &Patterns, one_file_system: bool
         if shared.aborted() {
             return;
         }
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let path = e.path();
             if excludes.matches(&path) {
                 continue;
             }
-            let Ok(m) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             if m.is_dir() {
                 if !(one_file_system && m.dev() != dev) {
                     stack.push((path, dev));

@@ -67,8 +67,16 @@ impl BlobLocation {
             offset: u32_at(32),
             length: u32_at(36),
             raw_length: u32_at(40),
-            kind: if b[44] == 1 { BlobKind::Tree } else { BlobKind::Data },
-            compression: if b[45] == 1 { Compression::Zstd } else { Compression::None },
+            kind: if b[44] == 1 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
+            compression: if b[45] == 1 {
+                Compression::Zstd
+            } else {
+                Compression::None
+            },
         })
     }
 }
@@ -120,11 +128,16 @@ impl IndexCache {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create cache folder", dir, e))?;
         }
         if path.exists() {
+            if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = Database::open(path) {
+                // Another process uses it: it is not damaged, and must not be replaced.
+                return Err(Error::CacheInUse(path.to_owned()));
+            }
             match Self::open_existing(path, repo_id) {
                 Ok(cache) => return Ok((cache, false)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "index cache unusable; rebuilding it");
-                    std::fs::remove_file(path).map_err(|e| Error::io("remove damaged cache", path, e))?;
+                    std::fs::remove_file(path)
+                        .map_err(|e| Error::io("remove damaged cache", path, e))?;
                 }
             }
         }
@@ -138,12 +151,17 @@ impl IndexCache {
 
     fn open_existing(path: &Path, repo_id: &[u8]) -> Result<Self> {
         let db = Database::open(path).map_err(|e| cache_err(path, e))?;
-        let cache = IndexCache { db, path: path.to_owned() };
+        let cache = IndexCache {
+            db,
+            path: path.to_owned(),
+        };
         let txn = cache.db.begin_read().map_err(|e| cache.err(e))?;
         let meta = txn.open_table(META).map_err(|e| cache.err(e))?;
         let schema = meta.get("schema").map_err(|e| cache.err(e))?;
         let id = meta.get("repository").map_err(|e| cache.err(e))?;
-        if schema.as_ref().map(|v| v.value()) != Some(SCHEMA) || id.as_ref().map(|v| v.value()) != Some(repo_id) {
+        if schema.as_ref().map(|v| v.value()) != Some(SCHEMA)
+            || id.as_ref().map(|v| v.value()) != Some(repo_id)
+        {
             return Err(cache.err("written for another repository or cache version"));
         }
         // Walk the tables once: redb verifies page checksums as it reads.
@@ -163,12 +181,16 @@ impl IndexCache {
 
     fn create(path: &Path, repo_id: &[u8]) -> Result<Self> {
         let db = Database::create(path).map_err(|e| cache_err(path, e))?;
-        let cache = IndexCache { db, path: path.to_owned() };
+        let cache = IndexCache {
+            db,
+            path: path.to_owned(),
+        };
         let txn = cache.db.begin_write().map_err(|e| cache.err(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| cache.err(e))?;
             meta.insert("schema", SCHEMA).map_err(|e| cache.err(e))?;
-            meta.insert("repository", repo_id).map_err(|e| cache.err(e))?;
+            meta.insert("repository", repo_id)
+                .map_err(|e| cache.err(e))?;
             txn.open_table(BLOBS).map_err(|e| cache.err(e))?;
             txn.open_table(PACKS).map_err(|e| cache.err(e))?;
             txn.open_table(INDEX_FILES).map_err(|e| cache.err(e))?;
@@ -212,7 +234,10 @@ impl IndexCache {
                 ephemeral.copy_from_slice(&b[..32]);
                 let mut size = [0u8; 8];
                 size.copy_from_slice(&b[32..]);
-                Ok(Some(PackInfo { ephemeral, size: u64::from_le_bytes(size) }))
+                Ok(Some(PackInfo {
+                    ephemeral,
+                    size: u64::from_le_bytes(size),
+                }))
             }
         }
     }
@@ -224,7 +249,10 @@ impl IndexCache {
         let mut out = HashSet::new();
         for entry in table.iter().map_err(|e| self.err(e))? {
             let (k, _) = entry.map_err(|e| self.err(e))?;
-            let id: [u8; 32] = k.value().try_into().map_err(|_| self.err("malformed index entry"))?;
+            let id: [u8; 32] = k
+                .value()
+                .try_into()
+                .map_err(|_| self.err("malformed index entry"))?;
             out.insert(IndexId(id));
         }
         Ok(out)
@@ -233,7 +261,11 @@ impl IndexCache {
     /// Adds the content of several index deltas in one transaction.
     pub fn add_index_files(&self, files: &[(IndexId, IndexFile)], durable: bool) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None });
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        });
         {
             let mut blobs = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
             let mut packs = txn.open_table(PACKS).map_err(|e| self.err(e))?;
@@ -243,7 +275,9 @@ impl IndexCache {
                     let mut info = [0u8; 40];
                     info[..32].copy_from_slice(&p.ephemeral);
                     info[32..].copy_from_slice(&p.size.to_le_bytes());
-                    packs.insert(&p.id.0[..], &info[..]).map_err(|e| self.err(e))?;
+                    packs
+                        .insert(&p.id.0[..], &info[..])
+                        .map_err(|e| self.err(e))?;
                     for b in &p.blobs {
                         let loc = BlobLocation {
                             pack: p.id,
@@ -253,7 +287,9 @@ impl IndexCache {
                             kind: b.kind,
                             compression: b.compression,
                         };
-                        blobs.insert(&b.id.0[..], &loc.encode()[..]).map_err(|e| self.err(e))?;
+                        blobs
+                            .insert(&b.id.0[..], &loc.encode()[..])
+                            .map_err(|e| self.err(e))?;
                     }
                 }
                 index_files.insert(&id.0[..], 1).map_err(|e| self.err(e))?;
@@ -295,12 +331,18 @@ impl IndexCache {
             return Ok(());
         }
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None });
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        });
         {
             let mut table = txn.open_table(FILES).map_err(|e| self.err(e))?;
             for (path, entry) in entries {
                 let bytes = crate::envelope::encode(entry);
-                table.insert(&path[..], &bytes[..]).map_err(|e| self.err(e))?;
+                table
+                    .insert(&path[..], &bytes[..])
+                    .map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
@@ -345,7 +387,9 @@ mod tests {
         let path = dir.path().join("c.redb");
         let (cache, fresh) = IndexCache::open(&path, b"r").unwrap();
         assert!(fresh);
-        cache.add_index_files(&[(IndexId([9; 32]), sample())], true).unwrap();
+        cache
+            .add_index_files(&[(IndexId([9; 32]), sample())], true)
+            .unwrap();
         drop(cache);
         let (cache, fresh) = IndexCache::open(&path, b"r").unwrap();
         assert!(!fresh);
@@ -363,7 +407,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.redb");
         let (cache, _) = IndexCache::open(&path, b"r").unwrap();
-        cache.add_index_files(&[(IndexId([9; 32]), sample())], true).unwrap();
+        cache
+            .add_index_files(&[(IndexId([9; 32]), sample())], true)
+            .unwrap();
         drop(cache);
         let (_, fresh) = IndexCache::open(&path, b"other").unwrap();
         assert!(fresh);

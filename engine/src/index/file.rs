@@ -43,10 +43,12 @@ impl IndexFile {
         let plain = envelope::open_object(FileKind::Index, secret, bytes, &object)?;
         let file: IndexFile = envelope::decode(&plain, &object)?;
         for p in &file.packs {
-            let area = p
-                .size
-                .checked_sub(TRAILER_LEN as u64)
-                .ok_or_else(|| Error::corrupt(&object, format!("pack {} has an impossible size", p.id.short())))?;
+            let area = p.size.checked_sub(TRAILER_LEN as u64).ok_or_else(|| {
+                Error::corrupt(
+                    &object,
+                    format!("pack {} has an impossible size", p.id.short()),
+                )
+            })?;
             validate_entries(&p.blobs, area, &object)?;
         }
         Ok(file)
@@ -76,7 +78,12 @@ mod tests {
             compression: Compression::None,
         };
         let mut f = IndexFile {
-            packs: vec![IndexPack { id: PackId([2; 32]), ephemeral: [3; 32], size: 200, blobs: vec![entry] }],
+            packs: vec![IndexPack {
+                id: PackId([2; 32]),
+                ephemeral: [3; 32],
+                size: 200,
+                blobs: vec![entry],
+            }],
             supersedes: vec![],
         };
         let id = IndexId([0; 32]);

@@ -78,7 +78,10 @@ pub struct KeyFile {
 }
 
 fn derive_password_key(password: &[u8], salt: &[u8; 16], kdf: &KdfParams) -> Result<SymmetricKey> {
-    if kdf.memory_kib > MAX_MEMORY_KIB || kdf.iterations > MAX_ITERATIONS || kdf.parallelism > MAX_LANES {
+    if kdf.memory_kib > MAX_MEMORY_KIB
+        || kdf.iterations > MAX_ITERATIONS
+        || kdf.parallelism > MAX_LANES
+    {
         return Err(Error::InvalidInput(format!(
             "key derivation parameters {kdf:?} exceed kith's limits"
         )));
@@ -212,7 +215,10 @@ mod tests {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
             if let Ok(k) = KeyFile::parse(&b, "k") {
-                assert!(!matches!(k.open(b"pw", "k"), Ok(Some(_))), "flip at {i} accepted");
+                assert!(
+                    !matches!(k.open(b"pw", "k"), Ok(Some(_))),
+                    "flip at {i} accepted"
+                );
             }
         }
     }

@@ -178,7 +178,10 @@ mod tests {
             }
             assert_ne!(a, &m.0);
         }
-        assert_eq!(m.write_keys().chunk_id_key, MasterSecret([5u8; 32]).chunk_id_key());
+        assert_eq!(
+            m.write_keys().chunk_id_key,
+            MasterSecret([5u8; 32]).chunk_id_key()
+        );
         assert_eq!(m.write_keys().repo_public, m.repo_secret().public().0);
     }
 }

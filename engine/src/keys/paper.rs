@@ -66,7 +66,9 @@ pub fn parse_paper_key(text: &str) -> Result<MasterSecret> {
         if c == '-' || c.is_whitespace() {
             continue;
         }
-        let v = digit_value(c).ok_or(Error::InvalidMasterKey("it has a character that is not base32"))?;
+        let v = digit_value(c).ok_or(Error::InvalidMasterKey(
+            "it has a character that is not base32",
+        ))?;
         acc = (acc << 5) | v;
         bits += 5;
         if bits >= 8 {
@@ -80,7 +82,9 @@ pub fn parse_paper_key(text: &str) -> Result<MasterSecret> {
     let mut secret = [0u8; 32];
     secret.copy_from_slice(&bytes[..32]);
     if checksum(&secret) != [bytes[32], bytes[33]] {
-        return Err(Error::InvalidMasterKey("its checksum does not match: check for a typo"));
+        return Err(Error::InvalidMasterKey(
+            "its checksum does not match: check for a typo",
+        ));
     }
     Ok(MasterSecret(secret))
 }

@@ -50,7 +50,9 @@ fn ranges(mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>) -> Vec<Rang
             let start = u64::from(loc.offset);
             let end = start + u64::from(loc.length);
             match &mut current {
-                Some(r) if start <= r.offset + r.length + MAX_GAP && end - r.offset <= MAX_RANGE => {
+                Some(r)
+                    if start <= r.offset + r.length + MAX_GAP && end - r.offset <= MAX_RANGE =>
+                {
                     r.length = r.length.max(end - r.offset);
                     r.blobs.push((id, loc));
                 }
@@ -74,6 +76,28 @@ fn ranges(mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>) -> Vec<Rang
     out
 }
 
+/// Granularity of hole detection when writing a blob.
+const HOLE_BLOCK: usize = 64 * 1024;
+
+/// The parts of `data` that are not all zeros, as coalesced byte ranges of
+/// [`HOLE_BLOCK`] granularity. Files are created at full length, so the
+/// skipped parts read as zeros and stay holes.
+fn nonzero_segments(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
+        if block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let start = i * HOLE_BLOCK;
+        let end = start + block.len();
+        match out.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
 pub(crate) async fn fill(
     repo: &Repository,
     plan: &Plan,
@@ -82,7 +106,8 @@ pub(crate) async fn fill(
     outcome: &mut RestoreOutcome,
 ) -> Result<()> {
     let index = repo.index().await?;
-    let targets: Arc<Vec<PathBuf>> = Arc::new(plan.files.iter().map(|f| f.target.clone()).collect());
+    let targets: Arc<Vec<PathBuf>> =
+        Arc::new(plan.files.iter().map(|f| f.target.clone()).collect());
     let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
     for id in plan.blobs.keys() {
         if let Some(loc) = index.lookup(id)? {
@@ -106,8 +131,14 @@ pub(crate) async fn fill(
     let permits = Arc::new(Semaphore::new(options.concurrency.unwrap_or(4).max(1)));
     let mut tasks: JoinSet<RangeResult> = JoinSet::new();
     for range in ranges(by_pack) {
-        let Some(cipher) = ciphers.get(&range.pack).cloned() else { continue };
-        let permit = permits.clone().acquire_owned().await.map_err(|e| Error::Task(e.to_string()))?;
+        let Some(cipher) = ciphers.get(&range.pack).cloned() else {
+            continue;
+        };
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
         let backend = repo.backend().clone();
         let places = places.clone();
         let targets = targets.clone();
@@ -116,15 +147,22 @@ pub(crate) async fn fill(
             let _permit = permit;
             let mut result = RangeResult::default();
             let fetched = match Handle::new(Kind::Pack, range.pack.to_hex()) {
-                Ok(h) => backend.get_range(&h, range.offset, range.length).await.map_err(Error::from),
+                Ok(h) => backend
+                    .get_range(&h, range.offset, range.length)
+                    .await
+                    .map_err(Error::from),
                 Err(e) => Err(e.into()),
             };
             let bytes = match fetched {
                 Ok(b) => b,
                 Err(e) => {
-                    result.damage = e.is_damage() || matches!(&e, Error::Storage(s) if s.is_not_found());
+                    result.damage =
+                        e.is_damage() || matches!(&e, Error::Storage(s) if s.is_not_found());
                     for (id, _) in &range.blobs {
-                        result.errors.push((format!("blob {} in pack {}", id.short(), range.pack.short()), e.to_string()));
+                        result.errors.push((
+                            format!("blob {} in pack {}", id.short(), range.pack.short()),
+                            e.to_string(),
+                        ));
                     }
                     return result;
                 }
@@ -135,10 +173,20 @@ pub(crate) async fn fill(
                     let start = (u64::from(loc.offset) - range.offset) as usize;
                     let Some(sealed) = bytes.get(start..start + loc.length as usize) else {
                         result.damage = true;
-                        result.errors.push((format!("pack {}", range.pack.short()), "short read".into()));
+                        result
+                            .errors
+                            .push((format!("pack {}", range.pack.short()), "short read".into()));
                         continue;
                     };
-                    let plain = match open_blob(&cipher, &key, loc.kind, loc.compression, id, loc.raw_length, sealed) {
+                    let plain = match open_blob(
+                        &cipher,
+                        &key,
+                        loc.kind,
+                        loc.compression,
+                        id,
+                        loc.raw_length,
+                        sealed,
+                    ) {
                         Ok(p) => p,
                         Err(e) => {
                             result.damage = true;
@@ -155,25 +203,40 @@ pub(crate) async fn fill(
                             continue;
                         }
                     };
-                    let zeros = plain.iter().all(|&b| b == 0);
+                    let segments = nonzero_segments(&plain);
                     for (file, offset) in places.get(id).map(Vec::as_slice).unwrap_or(&[]) {
                         result.bytes += plain.len() as u64;
-                        if zeros {
+                        if segments.is_empty() {
                             continue;
                         }
-                        let Some(path) = targets.get(*file as usize) else { continue };
+                        let Some(path) = targets.get(*file as usize) else {
+                            continue;
+                        };
                         let f = match files.entry(*file) {
                             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => match OpenOptions::new().write(true).open(path) {
-                                Ok(f) => v.insert(f),
-                                Err(e) => {
-                                    result.errors.push((path.display().to_string(), format!("cannot open for writing: {e}")));
-                                    continue;
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                match OpenOptions::new().write(true).open(path) {
+                                    Ok(f) => v.insert(f),
+                                    Err(e) => {
+                                        result.errors.push((
+                                            path.display().to_string(),
+                                            format!("cannot open for writing: {e}"),
+                                        ));
+                                        continue;
+                                    }
                                 }
-                            },
+                            }
                         };
-                        if let Err(e) = f.write_all_at(&plain, *offset) {
-                            result.errors.push((path.display().to_string(), format!("write failed: {e}")));
+                        for (start, end) in &segments {
+                            if let Err(e) =
+                                f.write_all_at(&plain[*start..*end], *offset + *start as u64)
+                            {
+                                result.errors.push((
+                                    path.display().to_string(),
+                                    format!("write failed: {e}"),
+                                ));
+                                break;
+                            }
                         }
                     }
                     observer(&RestoreEvent::Bytes(plain.len() as u64));
@@ -212,6 +275,22 @@ mod tests {
             kind: BlobKind::Data,
             compression: Compression::None,
         }
+    }
+
+    #[test]
+    fn zero_blocks_become_holes_and_data_blocks_coalesce() {
+        let mut data = vec![0u8; 5 * HOLE_BLOCK + 10];
+        data[HOLE_BLOCK + 1] = 1;
+        data[2 * HOLE_BLOCK] = 1;
+        data[5 * HOLE_BLOCK + 9] = 1;
+        assert_eq!(
+            nonzero_segments(&data),
+            vec![
+                (HOLE_BLOCK, 3 * HOLE_BLOCK),
+                (5 * HOLE_BLOCK, 5 * HOLE_BLOCK + 10)
+            ]
+        );
+        assert!(nonzero_segments(&[0u8; 100]).is_empty());
     }
 
     #[test]

@@ -36,12 +36,21 @@ pub async fn restore(
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(target).map_err(|e| Error::io("create target folder", target, e))?;
+            std::fs::create_dir_all(target)
+                .map_err(|e| Error::io("create target folder", target, e))?;
         }
         Err(e) => return Err(Error::io("open target folder", target, e)),
     }
     let mut outcome = RestoreOutcome::default();
-    let plan = plan::build(repo, &snapshot.1.tree, target, options, &observer, &mut outcome).await?;
+    let plan = plan::build(
+        repo,
+        &snapshot.1.tree,
+        target,
+        options,
+        &observer,
+        &mut outcome,
+    )
+    .await?;
     observer(&RestoreEvent::Planned {
         files: plan.files.len() as u64,
         bytes: plan.total_bytes,

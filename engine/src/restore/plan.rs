@@ -7,8 +7,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::patterns::Patterns;
 use crate::id::BlobId;
+use crate::patterns::Patterns;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::{Error, Result};
@@ -90,7 +90,8 @@ pub(crate) async fn build(
     };
     let mut hardlinks: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Depth-first over trees: (tree id, snapshot path, target path, included).
-    let mut stack: Vec<(BlobId, PathBuf, PathBuf, bool)> = vec![(*root, PathBuf::from("/"), target.to_owned(), false)];
+    let mut stack: Vec<(BlobId, PathBuf, PathBuf, bool)> =
+        vec![(*root, PathBuf::from("/"), target.to_owned(), false)];
     let mut created_dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut pending_dirs: HashMap<PathBuf, Node> = HashMap::new();
     while let Some((tree_id, snap_path, dest, inherited)) = stack.pop() {
@@ -98,7 +99,12 @@ pub(crate) async fn build(
             Ok(t) => t,
             Err(e) if e.is_damage() => {
                 outcome.damage = true;
-                warn(observer, outcome, &snap_path, format!("folder cannot be read: {e}"));
+                warn(
+                    observer,
+                    outcome,
+                    &snap_path,
+                    format!("folder cannot be read: {e}"),
+                );
                 continue;
             }
             Err(e) => return Err(e),
@@ -151,30 +157,50 @@ pub(crate) async fn build(
                                     outcome.others += 1;
                                     continue;
                                 }
-                                Err(e) => warn(observer, outcome, &child_dest, format!("cannot hard link, writing a copy: {e}")),
+                                Err(e) => {
+                                    observer(&RestoreEvent::Warning {
+                                        path: child_dest.display().to_string(),
+                                        message: format!("cannot hard link, writing a copy: {e}"),
+                                    });
+                                }
                             }
                         } else {
                             hardlinks.insert(key, child_dest.clone());
                         }
                     }
-                    let f = std::fs::File::create(&child_dest).map_err(|e| Error::io("create", &child_dest, e))?;
-                    f.set_len(node.size).map_err(|e| Error::io("size", &child_dest, e))?;
-                    let index = u32::try_from(plan.files.len()).map_err(|_| Error::InvalidInput("too many files".into()))?;
+                    let f = std::fs::File::create(&child_dest)
+                        .map_err(|e| Error::io("create", &child_dest, e))?;
+                    f.set_len(node.size)
+                        .map_err(|e| Error::io("size", &child_dest, e))?;
+                    let index = u32::try_from(plan.files.len())
+                        .map_err(|_| Error::InvalidInput("too many files".into()))?;
                     let mut offset = 0u64;
                     let mut sizes_unknown = false;
+                    let index_cache = repo.index().await?;
                     for id in content {
+                        // Without a blob's length the offsets of the ones after it are
+                        // unknown: the file keeps a hole from there on.
+                        let Some(loc) = index_cache.lookup(id)? else {
+                            sizes_unknown = true;
+                            break;
+                        };
                         plan.blobs.entry(*id).or_default().push((index, offset));
-                        match repo.index().await?.lookup(id)? {
-                            Some(loc) => offset += u64::from(loc.raw_length),
-                            None => sizes_unknown = true,
-                        }
+                        offset += u64::from(loc.raw_length);
                     }
                     if sizes_unknown {
                         outcome.damage = true;
-                        warn(observer, outcome, &child_dest, "some of its content is missing from the repository".into());
+                        warn(
+                            observer,
+                            outcome,
+                            &child_dest,
+                            "some of its content is missing from the repository".into(),
+                        );
                     }
                     plan.total_bytes += node.size;
-                    plan.files.push(PlannedFile { target: child_dest, node });
+                    plan.files.push(PlannedFile {
+                        target: child_dest,
+                        node,
+                    });
                 }
                 NodeKind::Symlink { target: link } => {
                     match std::os::unix::fs::symlink(OsStr::from_bytes(link), &child_dest) {
@@ -182,19 +208,44 @@ pub(crate) async fn build(
                             outcome.others += 1;
                             plan.others.push((child_dest, node));
                         }
-                        Err(e) => warn(observer, outcome, &child_dest, format!("cannot create link: {e}")),
+                        Err(e) => warn(
+                            observer,
+                            outcome,
+                            &child_dest,
+                            format!("cannot create link: {e}"),
+                        ),
                     }
                 }
-                _ => {
-                    warn(observer, outcome, &child_dest, "special files (pipes, devices, sockets) are not restored".into());
+                NodeKind::Socket => {
+                    // A socket belongs to the process that listened on it; it is recorded, not recreated.
                 }
+                NodeKind::Fifo | NodeKind::CharDevice { .. } | NodeKind::BlockDevice { .. } => {
+                    match make_special(&child_dest, &node) {
+                        Ok(()) => {
+                            outcome.others += 1;
+                            plan.others.push((child_dest, node));
+                        }
+                        Err(e) => warn(
+                            observer,
+                            outcome,
+                            &child_dest,
+                            format!("cannot create special file: {e}"),
+                        ),
+                    }
+                }
+                NodeKind::Dir { .. } => {}
             }
         }
     }
     Ok(plan)
 }
 
-fn ensure_dir(dir: &Path, target: &Path, created: &mut std::collections::HashSet<PathBuf>, _pending: &HashMap<PathBuf, Node>) -> Result<()> {
+fn ensure_dir(
+    dir: &Path,
+    target: &Path,
+    created: &mut std::collections::HashSet<PathBuf>,
+    _pending: &HashMap<PathBuf, Node>,
+) -> Result<()> {
     if dir == target || created.contains(dir) {
         return Ok(());
     }
@@ -206,4 +257,15 @@ fn ensure_dir(dir: &Path, target: &Path, created: &mut std::collections::HashSet
         }
     }
     Ok(())
+}
+
+fn make_special(path: &Path, node: &Node) -> nix::Result<()> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    let mode = Mode::from_bits_truncate(node.mode & 0o7777);
+    match node.kind {
+        NodeKind::Fifo => nix::unistd::mkfifo(path, mode),
+        NodeKind::CharDevice { rdev } => mknod(path, SFlag::S_IFCHR, mode, rdev),
+        NodeKind::BlockDevice { rdev } => mknod(path, SFlag::S_IFBLK, mode, rdev),
+        _ => Ok(()),
+    }
 }
