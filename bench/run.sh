@@ -47,6 +47,11 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
 fi
 RESTIC="$(command -v restic)"
 
+# The source the binary is built from: HEAD plus any uncommitted changes to the engine.
+KITH_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+KITH_DIRTY="$(cd "$ROOT" && git status --porcelain -- engine storage cli Cargo.lock 2>/dev/null | awk '{print $2}' | paste -sd' ' -)"
+KITH_DIRTY="${KITH_DIRTY:+uncommitted: $KITH_DIRTY}"
+KITH_DIRTY="${KITH_DIRTY:-clean}"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building kith (cargo build --release -p kith-cli)"
   (cd "$ROOT" && cargo build --release -p kith-cli) >&2
@@ -174,8 +179,6 @@ done
 # --- report --------------------------------------------------------------------
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$(dirname "$RESULTS")"
-KITH_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-KITH_DIRTY="$(cd "$ROOT" && { git diff --quiet HEAD -- engine storage cli 2>/dev/null && echo clean || echo dirty; })"
 export BENCH_TSV="$TSV" BENCH_OUT="$RESULTS" BENCH_DATA_BYTES="$DATA_BYTES" BENCH_DATA_FILES="$DATA_FILES" \
   BENCH_DATA_BYTES_CHANGED="$DATA_BYTES_CHANGED" \
   BENCH_CACHE_MODE="$CACHE_MODE" BENCH_KITH_REV="$KITH_REV" BENCH_KITH_DIRTY="$KITH_DIRTY" \
