@@ -128,6 +128,28 @@ impl std::fmt::Display for BlobError {
     }
 }
 
+thread_local! {
+    /// One zstd decompression context per thread: creating one per blob
+    /// costs more than decompressing a small blob.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>, BlobError> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| BlobError::Decompress(e.to_string()))?);
+        }
+        match slot.as_mut() {
+            Some(d) => d
+                .decompress(payload, capacity)
+                .map_err(|e| BlobError::Decompress(e.to_string())),
+            None => Err(BlobError::Decompress("no decompression context".into())),
+        }
+    })
+}
+
 /// Decrypts, decompresses and verifies one blob.
 pub fn open_blob(
     cipher: &Cipher,
@@ -145,8 +167,7 @@ pub fn open_blob(
         Compression::None => payload,
         Compression::Zstd => {
             let cap = raw_length.min(MAX_BLOB_SIZE) as usize;
-            zstd::bulk::decompress(&payload, cap)
-                .map_err(|e| BlobError::Decompress(e.to_string()))?
+            decompress(&payload, cap)?
         }
     };
     if plain.len() != raw_length as usize {

@@ -28,7 +28,8 @@ impl Default for ChunkerParams {
         ChunkerParams {
             min_size: 512 * 1024,
             avg_size: 1024 * 1024,
-            max_size: 8 * 1024 * 1024,
+            // 4 MiB rather than 8: each reading thread holds twice this much.
+            max_size: 4 * 1024 * 1024,
             normalization: 1,
         }
     }

@@ -24,6 +24,13 @@ pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SymmetricKey(pub(crate) [u8; 32]);
 
+impl SymmetricKey {
+    /// Wraps raw key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SymmetricKey(bytes)
+    }
+}
+
 impl std::fmt::Debug for SymmetricKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SymmetricKey(..)")
@@ -104,7 +111,8 @@ pub struct RepoPublicKey(pub [u8; 32]);
 pub struct RepoSecretKey(StaticSecret);
 
 impl RepoSecretKey {
-    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+    /// Wraps raw secret bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
         RepoSecretKey(StaticSecret::from(bytes))
     }
 

@@ -28,6 +28,8 @@ pub mod chunker;
 pub mod config;
 pub mod crypto;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzz;
 mod error;
 pub mod id;
 pub mod index;

@@ -22,7 +22,7 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     /// Reading threads (default: the number of cores).
     pub workers: Option<usize>,
-    /// Packs uploading at once (default 2).
+    /// Packs uploading at once (default 1; each holds a pack in memory).
     pub uploads: Option<usize>,
     /// Ignore the file cache and read every file.
     pub force: bool,

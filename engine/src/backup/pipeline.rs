@@ -466,7 +466,7 @@ pub async fn backup(
         repo,
         shared.clone(),
         upload_rx,
-        options.uploads.unwrap_or(2).max(1),
+        options.uploads.unwrap_or(1).max(1),
     );
     let work_shared = shared.clone();
     let one_fs = options.one_file_system;
