@@ -1,0 +1,726 @@
+//! Tests of the wire decoders (round trips, garbage) and of real swarms
+//! talking over TCP and QUIC on 127.0.0.1.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use proptest::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::{
+    codec::{decode_request, decode_response, WireRequest},
+    message::*,
+    wire, ControlRequest, ControlResponse, InboundShard, NetBuilder, NetError, NetEvent, NetHandle,
+    Nonce, ObjectTag, OwnerId, OwnerKeypair, OwnerProof, OwnerSignature, ShardKey, ShardRange,
+    CONTROL_PROTOCOL, SHARD_PROTOCOL,
+};
+
+// ---------------------------------------------------------------- decoders
+
+fn arb_key() -> impl Strategy<Value = ShardKey> {
+    (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u16>()).prop_map(|(o, t, index)| ShardKey {
+        owner: OwnerId(o),
+        tag: ObjectTag(t),
+        index,
+    })
+}
+
+fn arb_proof() -> impl Strategy<Value = OwnerProof> {
+    (
+        any::<[u8; 32]>(),
+        any::<[u8; 32]>(),
+        prop::collection::vec(any::<u8>(), 64),
+    )
+        .prop_map(|(o, n, s)| {
+            let mut sig = [0u8; 64];
+            sig.copy_from_slice(&s);
+            OwnerProof {
+                owner: OwnerId(o),
+                nonce: Nonce(n),
+                signature: OwnerSignature(sig),
+            }
+        })
+}
+
+fn arb_error() -> impl Strategy<Value = ErrorReply> {
+    (0usize..9, ".{0,40}").prop_map(|(c, m)| {
+        let code = [
+            ErrorCode::Malformed,
+            ErrorCode::Unsupported,
+            ErrorCode::Unauthorized,
+            ErrorCode::NotFound,
+            ErrorCode::OverQuota,
+            ErrorCode::Busy,
+            ErrorCode::TooLarge,
+            ErrorCode::InvalidInvite,
+            ErrorCode::Internal,
+        ][c];
+        ErrorReply::new(code, m)
+    })
+}
+
+fn arb_request() -> impl Strategy<Value = ControlRequest> {
+    prop_oneof![
+        Just(ControlRequest::Quota),
+        any::<[u8; 32]>().prop_map(|o| ControlRequest::Challenge { owner: OwnerId(o) }),
+        (
+            arb_proof(),
+            proptest::option::of((any::<[u8; 32]>(), any::<u16>())),
+            any::<u32>()
+        )
+            .prop_map(|(proof, after, limit)| ControlRequest::ListHoldings {
+                proof,
+                after: after.map(|(t, i)| (ObjectTag(t), i)),
+                limit,
+            }),
+        (
+            arb_proof(),
+            prop::collection::vec((any::<[u8; 32]>(), any::<u16>()), 0..20)
+        )
+            .prop_map(|(proof, s)| ControlRequest::Delete {
+                proof,
+                shards: s.into_iter().map(|(t, i)| (ObjectTag(t), i)).collect(),
+            }),
+        arb_key().prop_map(|key| ControlRequest::ShardStatus { key }),
+        any::<[u8; 32]>().prop_map(|secret| ControlRequest::RedeemInvite { secret }),
+    ]
+}
+
+fn arb_response() -> impl Strategy<Value = ControlResponse> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(o, u, f, a)| {
+            ControlResponse::Quota(QuotaReport {
+                offered: o,
+                used: u,
+                free: f,
+                always_on: a,
+            })
+        }),
+        any::<[u8; 32]>().prop_map(|n| ControlResponse::Challenge { nonce: Nonce(n) }),
+        (
+            prop::collection::vec((any::<[u8; 32]>(), any::<u16>(), any::<u64>()), 0..20),
+            any::<bool>()
+        )
+            .prop_map(|(s, more)| ControlResponse::Holdings {
+                shards: s
+                    .into_iter()
+                    .map(|(t, index, len)| Holding {
+                        tag: ObjectTag(t),
+                        index,
+                        len,
+                    })
+                    .collect(),
+                more,
+            }),
+        any::<u32>().prop_map(|count| ControlResponse::Deleted { count }),
+        prop_oneof![
+            Just(ShardStatus::Absent),
+            (any::<u64>(), any::<u64>()).prop_map(|(received, total_len)| ShardStatus::Partial {
+                received,
+                total_len
+            }),
+            any::<u64>().prop_map(|len| ShardStatus::Complete { len }),
+        ]
+        .prop_map(ControlResponse::ShardStatus),
+        Just(ControlResponse::InviteAccepted),
+        arb_error().prop_map(ControlResponse::Error),
+    ]
+}
+
+fn arb_open() -> impl Strategy<Value = ShardOpen> {
+    prop_oneof![
+        (arb_key(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(key, total_len, offset, len)| ShardOpen::Store {
+                key,
+                total_len,
+                offset,
+                len
+            }
+        ),
+        (arb_key(), any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(key, offset, len)| ShardOpen::Fetch { key, offset, len }),
+    ]
+}
+
+fn arb_reply() -> impl Strategy<Value = ShardReply> {
+    prop_oneof![
+        Just(ShardReply::Ready),
+        any::<u64>().prop_map(|received| ShardReply::Stored { received }),
+        any::<u64>().prop_map(|len| ShardReply::Sending { len }),
+        arb_error().prop_map(ShardReply::Refused),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn control_request_round_trips(req in arb_request()) {
+        let bytes = wire::encode("req", &req, MAX_CONTROL_REQUEST).unwrap();
+        match decode_request(&bytes) {
+            WireRequest::Decoded(back) => prop_assert_eq!(back, req),
+            WireRequest::Undecodable(e) => prop_assert!(false, "{}", e),
+        }
+    }
+
+    #[test]
+    fn control_response_round_trips(resp in arb_response()) {
+        let bytes = wire::encode("resp", &resp, MAX_CONTROL_RESPONSE).unwrap();
+        prop_assert_eq!(decode_response(&bytes).unwrap(), resp);
+    }
+
+    #[test]
+    fn shard_headers_round_trip(open in arb_open(), reply in arb_reply()) {
+        let bytes = wire::encode("open", &open, MAX_SHARD_HEADER).unwrap();
+        prop_assert_eq!(wire::decode::<ShardOpen>("open", &bytes).unwrap(), open);
+        let bytes = wire::encode("reply", &reply, MAX_SHARD_HEADER).unwrap();
+        prop_assert_eq!(wire::decode::<ShardReply>("reply", &bytes).unwrap(), reply);
+    }
+
+    #[test]
+    fn garbage_never_panics_any_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_request(&bytes);
+        let _ = decode_response(&bytes);
+        let _ = wire::decode::<ShardOpen>("open", &bytes);
+        let _ = wire::decode::<ShardReply>("reply", &bytes);
+        let framed = futures::executor::block_on(async {
+            let mut cursor = futures::io::Cursor::new(&bytes);
+            wire::read_frame(&mut cursor, "frame", MAX_CONTROL_REQUEST).await
+        });
+        if let Ok(payload) = framed {
+            prop_assert!(payload.len() <= MAX_CONTROL_REQUEST as usize);
+        }
+    }
+
+    #[test]
+    fn truncated_messages_are_errors(req in arb_request(), cut in 0usize..100) {
+        let bytes = wire::encode("req", &req, MAX_CONTROL_REQUEST).unwrap();
+        let cut = cut.min(bytes.len().saturating_sub(1));
+        prop_assert!(matches!(decode_request(&bytes[..cut]), WireRequest::Undecodable(_)));
+    }
+}
+
+#[test]
+fn huge_declared_frame_length_is_refused_before_allocating() {
+    let bytes = [0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+    let err = futures::executor::block_on(async {
+        wire::read_frame(&mut futures::io::Cursor::new(&bytes[..]), "frame", 1024).await
+    })
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        NetError::TooLarge {
+            len: 0xffff_ffff,
+            limit: 1024,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn unknown_request_variant_is_unsupported_not_malformed() {
+    // Variant index 6 is the first a future version may add.
+    match decode_request(&[6]) {
+        WireRequest::Undecodable(e) => assert_eq!(e.code, ErrorCode::Unsupported),
+        WireRequest::Decoded(r) => panic!("decoded {r:?}"),
+    }
+    match decode_request(&[1, 0]) {
+        WireRequest::Undecodable(e) => assert_eq!(e.code, ErrorCode::Malformed),
+        WireRequest::Decoded(r) => panic!("decoded {r:?}"),
+    }
+}
+
+#[test]
+fn trailing_bytes_are_malformed() {
+    let mut bytes = wire::encode("req", &ControlRequest::Quota, 100).unwrap();
+    bytes.push(0);
+    assert!(
+        matches!(decode_request(&bytes), WireRequest::Undecodable(e) if e.code == ErrorCode::Malformed)
+    );
+}
+
+#[test]
+fn oversize_delete_batch_is_refused() {
+    let req = ControlRequest::Delete {
+        proof: OwnerKeypair::generate().prove(&Nonce([0; 32]), &PeerId::random()),
+        shards: vec![(ObjectTag([0; 32]), 0); MAX_DELETE_BATCH + 1],
+    };
+    let bytes = wire::encode("req", &req, MAX_CONTROL_REQUEST).unwrap();
+    assert!(
+        matches!(decode_request(&bytes), WireRequest::Undecodable(e) if e.code == ErrorCode::TooLarge)
+    );
+}
+
+#[test]
+fn error_messages_are_truncated_at_a_char_boundary() {
+    let e = ErrorReply::new(ErrorCode::Internal, "é".repeat(200));
+    assert!(e.message.len() <= MAX_ERROR_MESSAGE);
+    assert!(e.message.chars().all(|c| c == 'é'));
+}
+
+// ---------------------------------------------------------------- swarms
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn tcp() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+}
+
+fn quic() -> Multiaddr {
+    "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()
+}
+
+fn is_quic(a: &Multiaddr) -> bool {
+    a.iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
+}
+
+async fn node(listen: &[Multiaddr]) -> (NetHandle, mpsc::Receiver<NetEvent>) {
+    let mut b = NetBuilder::new(Keypair::generate_ed25519());
+    for a in listen {
+        b = b.listen_on(a.clone());
+    }
+    b.spawn().await.unwrap()
+}
+
+/// Spawns a node that serves as a holder: answers control requests and keeps
+/// shards in memory. Shard index 999 is refused for quota.
+async fn holder(listen: &[Multiaddr]) -> NetHandle {
+    let (handle, events) = node(listen).await;
+    tokio::spawn(serve(handle.local_peer_id(), events));
+    handle
+}
+
+async fn serve(me: PeerId, mut events: mpsc::Receiver<NetEvent>) {
+    let mut shards: HashMap<ShardKey, Vec<u8>> = HashMap::new();
+    let mut nonces: HashSet<Nonce> = HashSet::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            NetEvent::InboundRequest {
+                request, responder, ..
+            } => {
+                let resp = match request {
+                    ControlRequest::Quota => ControlResponse::Quota(QuotaReport {
+                        offered: 1 << 30,
+                        used: shards.values().map(|s| s.len() as u64).sum(),
+                        free: 2 << 30,
+                        always_on: false,
+                    }),
+                    ControlRequest::Challenge { .. } => {
+                        let nonce = Nonce::random();
+                        nonces.insert(nonce);
+                        ControlResponse::Challenge { nonce }
+                    }
+                    ControlRequest::ListHoldings { proof, .. } => {
+                        if nonces.remove(&proof.nonce) && proof.verify(&me).is_ok() {
+                            let mut list: Vec<Holding> = shards
+                                .iter()
+                                .filter(|(k, _)| k.owner == proof.owner)
+                                .map(|(k, v)| Holding {
+                                    tag: k.tag,
+                                    index: k.index,
+                                    len: v.len() as u64,
+                                })
+                                .collect();
+                            list.sort_by_key(|h| (h.tag, h.index));
+                            ControlResponse::Holdings {
+                                shards: list,
+                                more: false,
+                            }
+                        } else {
+                            ControlResponse::Error(ErrorReply::new(
+                                ErrorCode::Unauthorized,
+                                "bad proof",
+                            ))
+                        }
+                    }
+                    _ => ControlResponse::Error(ErrorReply::new(ErrorCode::Unsupported, "test")),
+                };
+                responder.respond(resp).await.unwrap();
+            }
+            NetEvent::InboundShard(InboundShard::Store(store)) => {
+                let key = store.key;
+                if key.index == 999 {
+                    store
+                        .refuse(ErrorReply::new(ErrorCode::OverQuota, "full"))
+                        .await
+                        .unwrap();
+                    continue;
+                }
+                let mut body = store.accept().await.unwrap();
+                let mut data = Vec::new();
+                while let Some(chunk) = body.next_chunk().await.unwrap() {
+                    data.extend_from_slice(chunk);
+                }
+                let len = data.len() as u64;
+                shards.insert(key, data);
+                body.finish(len).await.unwrap();
+            }
+            NetEvent::InboundShard(InboundShard::Fetch(fetch)) => match shards.get(&fetch.key) {
+                Some(data) => {
+                    let start = usize::try_from(fetch.offset).unwrap().min(data.len());
+                    let end = match fetch.len {
+                        Some(l) => (start + usize::try_from(l).unwrap()).min(data.len()),
+                        None => data.len(),
+                    };
+                    let _ = fetch.send(&data[start..end]).await;
+                }
+                None => fetch
+                    .refuse(ErrorReply::new(ErrorCode::NotFound, "no such shard"))
+                    .await
+                    .unwrap(),
+            },
+            _ => {}
+        }
+    }
+}
+
+async fn addr_of(h: &NetHandle, quic: bool) -> Multiaddr {
+    h.listen_addrs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| is_quic(a) == quic)
+        .unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+fn key(owner: &OwnerKeypair, tag: u8, index: u16) -> ShardKey {
+    ShardKey {
+        owner: owner.owner_id(),
+        tag: ObjectTag([tag; 32]),
+        index,
+    }
+}
+
+async fn control_and_shards_over(quic_transport: bool) {
+    let a = holder(&[tcp(), quic()]).await;
+    let b = holder(&[tcp(), quic()]).await;
+    let b_addr = addr_of(&b, quic_transport).await;
+    let peer_b = a.connect(&b_addr).await.unwrap();
+    assert_eq!(peer_b, b.local_peer_id());
+
+    let resp = a.request(peer_b, ControlRequest::Quota).await.unwrap();
+    assert!(matches!(resp, ControlResponse::Quota(q) if q.offered == 1 << 30));
+
+    // Multi-MiB shards both ways, bit-exact.
+    let owner = OwnerKeypair::generate();
+    let big_a = pattern(5 * 1024 * 1024 + 123, 1);
+    let big_b = pattern(3 * 1024 * 1024 + 7, 2);
+    let ka = key(&owner, 1, 0);
+    let kb = key(&owner, 2, 1);
+    let n = big_a.len() as u64;
+    assert_eq!(a.store_shard(peer_b, ka, n, 0, &big_a).await.unwrap(), n);
+    let peer_a = a.local_peer_id();
+    let m = big_b.len() as u64;
+    assert_eq!(b.store_shard(peer_a, kb, m, 0, &big_b).await.unwrap(), m);
+    let back = a
+        .fetch_shard(peer_b, ka, ShardRange::All, 64 << 20)
+        .await
+        .unwrap();
+    assert!(back == big_a, "shard A→B→A differs");
+    let back = b
+        .fetch_shard(peer_a, kb, ShardRange::All, 64 << 20)
+        .await
+        .unwrap();
+    assert!(back == big_b, "shard B→A→B differs");
+
+    // Ranged fetch.
+    let range = ShardRange::Range {
+        offset: 1_000_000,
+        len: 70_000,
+    };
+    let part = a.fetch_shard(peer_b, ka, range, 1 << 20).await.unwrap();
+    assert_eq!(&part[..], &big_a[1_000_000..1_070_000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_and_multi_mib_shards_work_over_tcp() {
+    tokio::time::timeout(TEST_TIMEOUT, control_and_shards_over(false))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_and_multi_mib_shards_work_over_quic() {
+    tokio::time::timeout(TEST_TIMEOUT, control_and_shards_over(true))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_limits_are_clean_errors() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let a = holder(&[tcp()]).await;
+        let b = holder(&[tcp()]).await;
+        let peer_b = a.connect(&addr_of(&b, false).await).await.unwrap();
+        let owner = OwnerKeypair::generate();
+
+        // The holder refuses before the bytes are sent.
+        let err = a
+            .store_shard(peer_b, key(&owner, 1, 999), 10, 0, &[0; 10])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NetError::Refused { reply, .. } if reply.code == ErrorCode::OverQuota),
+            "{err}"
+        );
+
+        // Unknown shard.
+        let err = a
+            .fetch_shard(peer_b, key(&owner, 9, 0), ShardRange::All, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NetError::Refused { reply, .. } if reply.code == ErrorCode::NotFound)
+        );
+
+        // An answer larger than the caller accepts is refused without reading it.
+        let data = pattern(200_000, 3);
+        a.store_shard(peer_b, key(&owner, 3, 0), 200_000, 0, &data)
+            .await
+            .unwrap();
+        let err = a
+            .fetch_shard(peer_b, key(&owner, 3, 0), ShardRange::All, 100_000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, NetError::TooLarge { len: 200_000, .. }),
+            "{err}"
+        );
+
+        // A store whose offset and length overrun the total is refused by the holder.
+        let err = a
+            .store_shard(peer_b, key(&owner, 4, 0), 5, 3, &[0; 5])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NetError::Refused { reply, .. } if reply.code == ErrorCode::TooLarge),
+            "{err}"
+        );
+
+        // Requests the holder does not handle come back as error replies.
+        let err = a
+            .request(peer_b, ControlRequest::RedeemInvite { secret: [0; 32] })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NetError::Refused { reply, .. } if reply.code == ErrorCode::Unsupported)
+        );
+
+        // Still usable afterwards.
+        a.request(peer_b, ControlRequest::Quota).await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversize_raw_messages_get_error_replies_or_resets() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let a = holder(&[tcp()]).await;
+        let b = holder(&[tcp()]).await;
+        let peer_b = a.connect(&addr_of(&b, false).await).await.unwrap();
+        let mut streams = a.streams.clone();
+
+        // A well-framed control request with an unknown variant: error reply.
+        let mut s = streams.open_stream(peer_b, CONTROL_PROTOCOL).await.unwrap();
+        wire::write_frame(&mut s, &[42, 1, 2, 3]).await.unwrap();
+        s.close().await.unwrap();
+        let resp: ControlResponse = wire::read_msg(&mut s, "resp", MAX_CONTROL_RESPONSE)
+            .await
+            .unwrap();
+        assert!(matches!(resp, ControlResponse::Error(e) if e.code == ErrorCode::Unsupported));
+
+        // Garbage inside a frame: Malformed.
+        let mut s = streams.open_stream(peer_b, CONTROL_PROTOCOL).await.unwrap();
+        wire::write_frame(&mut s, &[2, 0xff]).await.unwrap();
+        s.close().await.unwrap();
+        let resp: ControlResponse = wire::read_msg(&mut s, "resp", MAX_CONTROL_RESPONSE)
+            .await
+            .unwrap();
+        assert!(matches!(resp, ControlResponse::Error(e) if e.code == ErrorCode::Malformed));
+
+        // A frame declaring 4 GiB: the holder resets the stream, no hang.
+        let mut s = streams.open_stream(peer_b, CONTROL_PROTOCOL).await.unwrap();
+        s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let _ = s.write_all(&[0; 1000]).await;
+        let _ = s.close().await;
+        let mut rest = Vec::new();
+        let read = s.read_to_end(&mut rest).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "got a reply to an oversize frame"
+        );
+
+        // A garbage shard header: Refused(Malformed).
+        let mut s = streams.open_stream(peer_b, SHARD_PROTOCOL).await.unwrap();
+        wire::write_frame(&mut s, &[7, 7, 7]).await.unwrap();
+        let reply: ShardReply = wire::read_msg(&mut s, "reply", MAX_SHARD_HEADER)
+            .await
+            .unwrap();
+        assert!(matches!(reply, ShardReply::Refused(e) if e.code == ErrorCode::Malformed));
+
+        // An oversize shard header: reset.
+        let mut s = streams.open_stream(peer_b, SHARD_PROTOCOL).await.unwrap();
+        s.write_all(&(MAX_SHARD_HEADER + 1).to_be_bytes())
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let read = s.read_to_end(&mut rest).await;
+        assert!(read.is_err() || rest.is_empty());
+
+        // The holder is still fine.
+        a.request(peer_b, ControlRequest::Quota).await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_lists_holdings_after_signed_challenge() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let a = holder(&[tcp()]).await;
+        let b = holder(&[tcp()]).await;
+        let peer_b = a.connect(&addr_of(&b, false).await).await.unwrap();
+        let owner = OwnerKeypair::from_seed([5; 32]).unwrap();
+        for i in 0..3u16 {
+            a.store_shard(peer_b, key(&owner, 1, i), 4, 0, &[1, 2, 3, 4])
+                .await
+                .unwrap();
+        }
+        a.store_shard(peer_b, key(&OwnerKeypair::generate(), 1, 0), 1, 0, &[9])
+            .await
+            .unwrap();
+
+        let challenge = ControlRequest::Challenge {
+            owner: owner.owner_id(),
+        };
+        let ControlResponse::Challenge { nonce } =
+            a.request(peer_b, challenge.clone()).await.unwrap()
+        else {
+            panic!("no nonce")
+        };
+        let proof = owner.prove(&nonce, &peer_b);
+        let list = ControlRequest::ListHoldings {
+            proof,
+            after: None,
+            limit: 100,
+        };
+        let ControlResponse::Holdings { shards, more } =
+            a.request(peer_b, list.clone()).await.unwrap()
+        else {
+            panic!("no holdings")
+        };
+        assert!(!more);
+        assert_eq!(shards.len(), 3);
+        assert!(shards.iter().all(|h| h.len == 4));
+
+        // The nonce is single-use.
+        let err = a.request(peer_b, list).await.unwrap_err();
+        assert!(
+            matches!(&err, NetError::Refused { reply, .. } if reply.code == ErrorCode::Unauthorized)
+        );
+
+        // A proof made for another holder does not verify.
+        let ControlResponse::Challenge { nonce } = a.request(peer_b, challenge).await.unwrap()
+        else {
+            panic!("no nonce")
+        };
+        let wrong = owner.prove(&nonce, &a.local_peer_id());
+        let err = a
+            .request(
+                peer_b,
+                ControlRequest::ListHoldings {
+                    proof: wrong,
+                    after: None,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NetError::Refused { reply, .. } if reply.code == ErrorCode::Unauthorized)
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kademlia_finds_a_peer_through_a_common_bootstrap_node() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let b = holder(&[tcp()]).await;
+        let b_addr = addr_of(&b, false)
+            .await
+            .with(libp2p::multiaddr::Protocol::P2p(b.local_peer_id()));
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let (h, events) = NetBuilder::new(Keypair::generate_ed25519())
+                .listen_on(tcp())
+                .bootstrap_peer(b_addr.clone())
+                .spawn()
+                .await
+                .unwrap();
+            tokio::spawn(serve(h.local_peer_id(), events));
+            h.bootstrap().await.unwrap();
+            nodes.push(h);
+        }
+        let (a, c) = (&nodes[0], &nodes[1]);
+        let c_addr = addr_of(c, false).await;
+        // B learns C's listen address through identify shortly after C's
+        // connection; retry the lookup until it has.
+        let mut found = None;
+        for _ in 0..50 {
+            match a.find_peer(c.local_peer_id()).await {
+                Ok(addrs) => {
+                    found = Some(addrs);
+                    break;
+                }
+                Err(NetError::PeerNotFound(_)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let found = found.expect("C not found through B");
+        assert!(found.contains(&c_addr), "{found:?} lacks {c_addr}");
+        // And A can use what it found.
+        let resp = a
+            .request(c.local_peer_id(), ControlRequest::Quota)
+            .await
+            .unwrap();
+        assert!(matches!(resp, ControlResponse::Quota(_)));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_different_peer_than_named() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let a = holder(&[tcp()]).await;
+        let b = holder(&[tcp()]).await;
+        let wrong = addr_of(&b, false)
+            .await
+            .with(libp2p::multiaddr::Protocol::P2p(PeerId::random()));
+        assert!(a.connect(&wrong).await.is_err());
+        let bootstrap_without_id = NetBuilder::new(Keypair::generate_ed25519())
+            .bootstrap_peer(addr_of(&b, false).await)
+            .spawn()
+            .await;
+        assert!(matches!(
+            bootstrap_without_id,
+            Err(NetError::AddressWithoutPeerId(_))
+        ));
+    })
+    .await
+    .unwrap();
+}
