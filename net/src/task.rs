@@ -25,10 +25,22 @@ use crate::{
     builder::KAD_PROTOCOL,
     codec::{ControlCodec, WireRequest},
     event::{ControlResponder, DiscoverySource, NetEvent, ResponseQueue},
-    handle::Command,
+    handle::{split_peer, Command},
     message::{ControlResponse, ErrorCode, ErrorReply},
     NetError,
 };
+
+/// Addresses without their `/p2p/<peer id>` suffix, deduplicated, in order.
+fn bare_addrs<'a>(addrs: impl IntoIterator<Item = &'a Multiaddr>) -> Vec<Multiaddr> {
+    let mut out: Vec<Multiaddr> = Vec::new();
+    for addr in addrs {
+        let (bare, _) = split_peer(addr);
+        if !out.contains(&bare) {
+            out.push(bare);
+        }
+    }
+    out
+}
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -355,7 +367,7 @@ impl Task {
         let found = bucket
             .iter()
             .find(|entry| *entry.node.key.preimage() == peer)
-            .map(|entry| entry.node.value.iter().cloned().collect())
+            .map(|entry| bare_addrs(entry.node.value.iter()))
             .unwrap_or_default();
         found
     }
@@ -377,7 +389,7 @@ impl Task {
                         }
                     }
                     .filter(|p| !p.addrs.is_empty())
-                    .map(|p| p.addrs.clone());
+                    .map(|p| bare_addrs(&p.addrs));
                     if let Some(addrs) = found {
                         if let Some((_, reply)) = self.finds.remove(&id) {
                             let _ = reply.send(Ok(addrs));
