@@ -51,10 +51,12 @@ impl Context {
 
     /// The storage behind a location.
     pub(crate) fn backend_for(location: &str) -> Result<Arc<dyn Backend>, CliError> {
-        if let Some((scheme, _)) = location.split_once("://") {
-            return Err(CliError::Usage(format!(
-                "repository URLs of the form {scheme}:// are not supported by this kith; give a folder path"
-            )));
+        if location.contains("://") {
+            // sftp:// and s3:// URLs: remote backends, wrapped in the retry
+            // layer, configured from the environment.
+            return kith_storage::Location::parse(location)
+                .and_then(|l| l.open())
+                .map_err(|e| CliError::Usage(e.to_string()));
         }
         let path = location.strip_prefix("local:").unwrap_or(location);
         if path.is_empty() {

@@ -56,6 +56,62 @@ pub enum Error {
     /// A background task failed unexpectedly.
     #[error("storage task failed: {0}")]
     Task(String),
+    /// A repository location (URL) could not be understood, or its
+    /// environment is incomplete.
+    #[error("invalid repository location {location:?}: {reason}")]
+    InvalidLocation {
+        /// The location as given.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server could not be reached, or the connection dropped.
+    #[error("cannot reach {location}: {message}")]
+    Connection {
+        /// The server or repository location.
+        location: String,
+        /// What happened.
+        message: String,
+    },
+    /// An operation took longer than the configured timeout.
+    #[error("{op} timed out after {seconds} s on {location}")]
+    Timeout {
+        /// What was being done.
+        op: &'static str,
+        /// The repository location.
+        location: String,
+        /// The timeout that expired, in seconds.
+        seconds: u64,
+    },
+    /// The server refused our credentials; retrying will not help.
+    #[error("authentication failed on {location}: {message}")]
+    Auth {
+        /// The server or repository location.
+        location: String,
+        /// What the server said, and what to check.
+        message: String,
+    },
+    /// The server's host key is unknown or differs from the one on record.
+    #[error("host key of {host} refused: {message}")]
+    HostKey {
+        /// The host (and port) that was contacted.
+        host: String,
+        /// Why it was refused and how to fix it.
+        message: String,
+    },
+    /// A remote server answered an operation with an error.
+    #[error("{op} {path}: {message}")]
+    Remote {
+        /// What was being done.
+        op: &'static str,
+        /// On which object path (relative to the repository root).
+        path: String,
+        /// What the server said.
+        message: String,
+        /// Whether trying again later may succeed (a busy or failing
+        /// server, as opposed to a refused request).
+        transient: bool,
+    },
 }
 
 impl Error {
@@ -88,6 +144,8 @@ impl Error {
                     | std::io::ErrorKind::BrokenPipe
             ),
             Error::Task(_) => true,
+            Error::Connection { .. } | Error::Timeout { .. } => true,
+            Error::Remote { transient, .. } => *transient,
             _ => false,
         }
     }

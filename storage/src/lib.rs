@@ -23,11 +23,21 @@
 
 mod backend;
 mod error;
+mod fault;
 mod handle;
 mod local;
+mod location;
+mod retry;
+mod s3;
+mod sftp;
 
 pub use backend::{Backend, ObjectInfo};
 pub use bytes::Bytes;
 pub use error::{Error, Result};
+pub use fault::{Fault, FaultConfig, FaultStats};
 pub use handle::{Handle, Kind};
 pub use local::LocalBackend;
+pub use location::Location;
+pub use retry::{Retry, RetryPolicy};
+pub use s3::{S3Backend, S3Config};
+pub use sftp::{SftpBackend, SftpConfig};
