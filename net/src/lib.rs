@@ -36,6 +36,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 mod builder;
 mod challenge;
 mod codec;

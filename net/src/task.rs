@@ -262,11 +262,11 @@ impl Task {
         match ev {
             BehaviourEvent::Control(ev) => self.on_control(ev),
             BehaviourEvent::Kad(ev) => self.on_kad(ev),
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                if info.protocols.contains(&KAD_PROTOCOL) {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
@@ -410,17 +410,15 @@ impl Task {
                         }
                     }
                 }
-                kad::QueryResult::Bootstrap(result) => {
-                    if result.is_err() || step.last {
-                        if let Some(reply) = self.bootstraps.remove(&id) {
-                            let _ = reply.send(match result {
-                                Ok(_) => Ok(()),
-                                Err(e) => Err(NetError::Request {
-                                    peer: *self.swarm.local_peer_id(),
-                                    reason: format!("DHT bootstrap: {e}"),
-                                }),
-                            });
-                        }
+                kad::QueryResult::Bootstrap(result) if result.is_err() || step.last => {
+                    if let Some(reply) = self.bootstraps.remove(&id) {
+                        let _ = reply.send(match result {
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(NetError::Request {
+                                peer: *self.swarm.local_peer_id(),
+                                reason: format!("DHT bootstrap: {e}"),
+                            }),
+                        });
                     }
                 }
                 _ => {}
