@@ -66,6 +66,15 @@ pub(crate) enum Command {
     /// Rebuild damaged parts of the repository.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Remove stale locks and session markers.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnlockArgs {
+    /// Remove every lock and session marker, not only stale ones.
+    #[arg(long)]
+    pub(crate) remove_all: bool,
 }
 
 /// Argon2id cost of a new key file.

@@ -34,6 +34,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Check(a) => cmd::check::run(ctx, a).await,
         Command::Key(c) => cmd::key::run(ctx, c).await,
         Command::Repair(c) => cmd::repair::run(ctx, c).await,
+        Command::Unlock(a) => cmd::unlock::run(ctx, a).await,
     }
 }
 

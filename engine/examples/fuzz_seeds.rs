@@ -10,13 +10,17 @@ use kith_engine::envelope;
 use kith_engine::fuzz::secret;
 use kith_engine::id::{BlobId, PackId};
 use kith_engine::index::{IndexFile, IndexPack};
-use kith_engine::keys::{format_paper_key, KdfParams, KeyFile, KeyMaterial, MasterSecret, MasterSecretBytes};
+use kith_engine::keys::{
+    format_paper_key, KdfParams, KeyFile, KeyMaterial, MasterSecret, MasterSecretBytes,
+};
 use kith_engine::pack::PackWriter;
 use kith_engine::snapshot::{BackupSummary, Snapshot};
 use kith_engine::tree::{Node, NodeKind, Tree};
 
 fn write(target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(name), bytes)
 }
@@ -27,13 +31,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = [1u8; 32];
     let mut enc = Encoder::new(3)?;
     let mut w = PackWriter::new(&public, 4096);
-    for (i, data) in [&b"hello world"[..], &[0u8; 2000][..], &b"tree bytes"[..]].iter().enumerate() {
-        let kind = if i == 2 { BlobKind::Tree } else { BlobKind::Data };
+    for (i, data) in [&b"hello world"[..], &[0u8; 2000][..], &b"tree bytes"[..]]
+        .iter()
+        .enumerate()
+    {
+        let kind = if i == 2 {
+            BlobKind::Tree
+        } else {
+            BlobKind::Data
+        };
         w.add(&mut enc, kind, blob_id(&key, data), data)?;
     }
     let pack = w.finish();
     write("pack", "three-blobs", &pack.bytes)?;
-    write("pack_entries", "three-entries", &envelope::encode(&pack.entries))?;
+    write(
+        "pack_entries",
+        "three-entries",
+        &envelope::encode(&pack.entries),
+    )?;
 
     let node = |name: &str, kind: NodeKind| Node {
         name: name.as_bytes().to_vec(),
@@ -50,9 +65,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let tree = Tree {
         nodes: vec![
-            node("a.txt", NodeKind::File { content: vec![BlobId([3; 32])] }),
-            node("dir", NodeKind::Dir { subtree: BlobId([4; 32]) }),
-            node("link", NodeKind::Symlink { target: b"a.txt".to_vec() }),
+            node(
+                "a.txt",
+                NodeKind::File {
+                    content: vec![BlobId([3; 32])],
+                },
+            ),
+            node(
+                "dir",
+                NodeKind::Dir {
+                    subtree: BlobId([4; 32]),
+                },
+            ),
+            node(
+                "link",
+                NodeKind::Symlink {
+                    target: b"a.txt".to_vec(),
+                },
+            ),
             node("pipe", NodeKind::Fifo),
         ],
     };
@@ -73,7 +103,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write("snapshot", "plain", &envelope::encode(&snapshot))?;
 
     let index = IndexFile {
-        packs: vec![IndexPack { id: pack.id, ephemeral: pack.ephemeral, size: pack.bytes.len() as u64, blobs: pack.entries.clone() }],
+        packs: vec![IndexPack {
+            id: pack.id,
+            ephemeral: pack.ephemeral,
+            size: pack.bytes.len() as u64,
+            blobs: pack.entries.clone(),
+        }],
         supersedes: vec![],
     };
     write("index", "sealed", &index.to_bytes(&public))?;
@@ -81,11 +116,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let master = MasterSecret::from_bytes([6u8; 32]);
     let material = KeyMaterial::Full(MasterSecretBytes(*master.as_bytes()));
-    let kdf = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+    let kdf = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
     let kf = KeyFile::create(&material, b"password", kdf, "host", "user", 1)?;
     write("key_file", "full", kf.bytes())?;
     let wo = KeyMaterial::WriteOnly(master.write_keys());
-    write("key_file", "write-only", KeyFile::create(&wo, b"password", kdf, "host", "user", 1)?.bytes())?;
+    write(
+        "key_file",
+        "write-only",
+        KeyFile::create(&wo, b"password", kdf, "host", "user", 1)?.bytes(),
+    )?;
 
     let signer = master.config_signing_key();
     let config = Config {
@@ -103,7 +146,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cipher = Cipher::new(&kith_engine::crypto::SymmetricKey::from_bytes([9u8; 32]));
     let mut sealed = Vec::new();
     let data = vec![b'x'; 5000];
-    enc.seal_into(&cipher, BlobKind::Data, &BlobId([0; 32]), &data, &mut sealed);
+    enc.seal_into(
+        &cipher,
+        BlobKind::Data,
+        &BlobId([0; 32]),
+        &data,
+        &mut sealed,
+    );
     write("blob", "compressed", &sealed)?;
     let _ = PackId([0; 32]);
     Ok(())

@@ -139,7 +139,10 @@ fn decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>, BlobError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| BlobError::Decompress(e.to_string()))?);
+            *slot = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| BlobError::Decompress(e.to_string()))?,
+            );
         }
         match slot.as_mut() {
             Some(d) => d

@@ -77,8 +77,23 @@ struct Known {
     pack: PackId,
 }
 
-/// Checks the repository.
+/// Checks the repository, under a shared lock so that no maintenance
+/// changes it meanwhile.
 pub async fn check(
+    repo: &Repository,
+    read_data: ReadData,
+    observer: CheckObserver,
+) -> Result<CheckReport> {
+    repo.secret("checking")?;
+    let held = crate::lock::lock(repo, false, "check", crate::lock::DEFAULT_STALE_AFTER).await?;
+    let result = check_locked(repo, read_data, observer).await;
+    let released = held.release(repo).await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn check_locked(
     repo: &Repository,
     read_data: ReadData,
     observer: CheckObserver,

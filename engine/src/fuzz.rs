@@ -56,7 +56,8 @@ pub fn index(data: &[u8]) {
 /// fuzzer explores the decoder rather than the key derivation.
 pub fn key_file(data: &[u8]) {
     if let Ok(k) = KeyFile::parse(data, "fuzz") {
-        if k.info.kdf.memory_kib <= 64 && k.info.kdf.iterations <= 2 && k.info.kdf.parallelism <= 2 {
+        if k.info.kdf.memory_kib <= 64 && k.info.kdf.iterations <= 2 && k.info.kdf.parallelism <= 2
+        {
             let _ = k.open(b"password", "fuzz");
         }
     }
@@ -79,7 +80,15 @@ pub fn blob(data: &[u8]) {
     let cipher = Cipher::new(&SymmetricKey([9u8; 32]));
     let raw = data.first().map(|b| u32::from(*b) << 8).unwrap_or(0);
     for compression in [Compression::None, Compression::Zstd] {
-        let _ = open_blob(&cipher, &[1u8; 32], BlobKind::Data, compression, &BlobId([0; 32]), raw, data);
+        let _ = open_blob(
+            &cipher,
+            &[1u8; 32],
+            BlobKind::Data,
+            compression,
+            &BlobId([0; 32]),
+            raw,
+            data,
+        );
     }
 }
 

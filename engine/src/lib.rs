@@ -28,12 +28,13 @@ pub mod chunker;
 pub mod config;
 pub mod crypto;
 pub mod envelope;
+mod error;
 #[doc(hidden)]
 pub mod fuzz;
-mod error;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod pack;
 mod patterns;
 pub mod repair;

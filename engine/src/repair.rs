@@ -66,6 +66,16 @@ async fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<IndexP
 /// old delta is removed.
 pub async fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     repo.secret("repairing the index")?;
+    let held =
+        crate::lock::lock(repo, true, "repair index", crate::lock::DEFAULT_STALE_AFTER).await?;
+    let result = repair_index_locked(repo).await;
+    let released = held.release(repo).await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn repair_index_locked(repo: &Repository) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
     let old: Vec<IndexId> = repo
         .backend()

@@ -8,7 +8,8 @@ fn every_decoder_survives_its_fuzz_corpus() {
     let mut replayed = 0;
     for (name, target) in kith_engine::fuzz::TARGETS {
         let dir = root.join(name);
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {} is missing: {e}", dir.display()));
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("corpus {} is missing: {e}", dir.display()));
         for entry in entries {
             let path = entry.unwrap().path();
             let data = std::fs::read(&path).unwrap();

@@ -8,3 +8,4 @@ pub(crate) mod ls;
 pub(crate) mod repair;
 pub(crate) mod restore;
 pub(crate) mod snapshots;
+pub(crate) mod unlock;

@@ -14,8 +14,9 @@ use std::time::Instant;
 use crate::blob::{blob_id, BlobKind, Encoder};
 use crate::chunker::Chunker;
 use crate::crypto::RepoPublicKey;
-use crate::id::BlobId;
+use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::{FileCacheEntry, IndexCache};
+use crate::lock::{self, REFRESH_EVERY};
 use crate::pack::{FinishedPack, PackWriter};
 use crate::repo::{host_name, now_ns, user_name, Repository};
 use crate::snapshot::{BackupSummary, Snapshot};
@@ -115,6 +116,9 @@ pub(crate) struct Shared {
     trees: Mutex<Option<Packer>>,
     cache_updates: Mutex<Vec<(Vec<u8>, FileCacheEntry)>>,
     failed: Mutex<Vec<(PathBuf, String)>>,
+    /// Packs holding blobs this backup did not upload but refers to; they
+    /// must still exist when the snapshot is written.
+    relied_on: Mutex<HashSet<PackId>>,
 }
 
 impl Shared {
@@ -167,8 +171,17 @@ impl Shared {
 
     /// True when every blob is in the index already.
     pub(crate) fn all_known(&self, ids: &[BlobId]) -> bool {
-        ids.iter()
-            .all(|id| matches!(self.index.lookup(id), Ok(Some(_))))
+        let mut packs = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.index.lookup(id) {
+                Ok(Some(loc)) => packs.push(loc.pack),
+                _ => return false,
+            }
+        }
+        if let Ok(mut relied) = self.relied_on.lock() {
+            relied.extend(packs);
+        }
+        true
     }
 
     /// True when `id` must be stored: neither the index nor this session
@@ -183,7 +196,10 @@ impl Shared {
                 return Ok(false);
             }
         }
-        if self.index.lookup(id)?.is_some() {
+        if let Some(loc) = self.index.lookup(id)? {
+            if let Ok(mut relied) = self.relied_on.lock() {
+                relied.insert(loc.pack);
+            }
             return Ok(false);
         }
         let mut session = self
@@ -419,9 +435,6 @@ pub async fn backup(
         ));
     }
     let paths = absolute_paths(paths)?;
-    let excludes = Patterns::new(&options.excludes, &options.exclude_files)?;
-    let config = repo.config().clone();
-    let keys = repo.write_keys().clone();
     let host = options.host.clone().unwrap_or_else(host_name);
     let path_strings: Vec<String> = paths
         .iter()
@@ -438,6 +451,54 @@ pub async fn backup(
         None
     };
     let index = repo.index().await?;
+    // Phase 1 runs under a session marker only; no lock blocks other writers.
+    let mut session = lock::start_session(repo, "backup").await?;
+    let prepared = Prepared {
+        paths,
+        index,
+        time,
+        host,
+        path_strings,
+        parent,
+        started,
+    };
+    let result = run(repo, prepared, options, observer, &mut session).await;
+    let released = session.release(repo).await;
+    let outcome = result?;
+    released?;
+    Ok(outcome)
+}
+
+/// What `backup` settled before the pipeline starts.
+struct Prepared {
+    paths: Vec<PathBuf>,
+    index: Arc<IndexCache>,
+    time: i64,
+    host: String,
+    path_strings: Vec<String>,
+    parent: Option<SnapshotId>,
+    started: Instant,
+}
+
+async fn run(
+    repo: &Repository,
+    prepared: Prepared,
+    options: &BackupOptions,
+    observer: Observer,
+    session: &mut lock::Held,
+) -> Result<BackupOutcome> {
+    let Prepared {
+        paths,
+        index,
+        time,
+        host,
+        path_strings,
+        parent,
+        started,
+    } = prepared;
+    let excludes = Patterns::new(&options.excludes, &options.exclude_files)?;
+    let config = repo.config().clone();
+    let keys = repo.write_keys().clone();
     let workers = options.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -460,6 +521,7 @@ pub async fn backup(
         trees: Mutex::new(None),
         cache_updates: Mutex::new(Vec::new()),
         failed: Mutex::new(Vec::new()),
+        relied_on: Mutex::new(HashSet::new()),
     });
 
     let uploader = super::upload::run(
@@ -513,9 +575,27 @@ pub async fn backup(
         }
         Ok(root_rx.try_recv().ok())
     });
-    let (uploaded, root) = tokio::join!(uploader, async {
-        work.await.map_err(|e| Error::Task(e.to_string()))
-    });
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pipeline = async {
+        let r = tokio::join!(uploader, async {
+            work.await.map_err(|e| Error::Task(e.to_string()))
+        });
+        let _ = stop_tx.send(());
+        r
+    };
+    let refresher = async {
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tokio::time::sleep(REFRESH_EVERY) => {
+                    if let Err(e) = session.refresh(repo).await {
+                        tracing::warn!(error = %e, "cannot refresh the session marker");
+                    }
+                }
+            }
+        }
+    };
+    let ((uploaded, root), ()) = tokio::join!(pipeline, refresher);
     let root = root??;
     // The uploader's own error is the cause; the workers only saw it stop.
     uploaded?;
@@ -559,7 +639,13 @@ pub async fn backup(
         summary: summary.clone(),
         program: format!("kith {}", env!("CARGO_PKG_VERSION")),
     };
-    let id = repo.write_snapshot(&snapshot).await?;
+    // Phase 2: under a shared lock (no maintenance runs meanwhile), make
+    // sure every pack this backup relies on still exists, then commit.
+    let commit_lock = lock::lock(repo, false, "backup commit", lock::DEFAULT_STALE_AFTER).await?;
+    let committed = commit(repo, &shared, &snapshot).await;
+    let released = commit_lock.release(repo).await;
+    let id = committed?;
+    released?;
     let failed = shared.failed.lock().map(|f| f.clone()).unwrap_or_default();
     Ok(BackupOutcome {
         id,
@@ -567,4 +653,30 @@ pub async fn backup(
         summary,
         failed,
     })
+}
+
+/// Writes the snapshot once every pack it relies on is known to exist.
+async fn commit(repo: &Repository, shared: &Shared, snapshot: &Snapshot) -> Result<SnapshotId> {
+    let relied: Vec<PackId> = shared
+        .relied_on
+        .lock()
+        .map(|r| r.iter().copied().collect())
+        .unwrap_or_default();
+    if !relied.is_empty() {
+        let present: HashSet<PackId> = repo
+            .backend()
+            .list(kith_storage::Kind::Pack, "")
+            .await?
+            .into_iter()
+            .filter_map(|o| PackId::from_hex(o.handle.name()).ok())
+            .collect();
+        if let Some(missing) = relied.iter().find(|p| !present.contains(p)) {
+            return Err(Error::corrupt(
+                format!("pack {missing}"),
+                "this backup refers to it but it is gone (removed by maintenance meanwhile?); \
+                 run the backup again: no snapshot was written and earlier snapshots are untouched",
+            ));
+        }
+    }
+    repo.write_snapshot(snapshot).await
 }

@@ -1,0 +1,232 @@
+//! Locks and session markers: advisory coordination between processes that
+//! share a repository.
+//!
+//! Both are small records sealed with the coordination key (which write-only
+//! keys also hold, since backups take part in the protocol):
+//! `header (kind 6 or 7) ‖ nonce ‖ E(postcard Record) ‖ tag`, AAD = header.
+//! A lock is shared (backup commits, check) or exclusive (maintenance); an
+//! exclusive lock conflicts with every other fresh lock and every fresh
+//! session, a shared one only with fresh exclusive locks. A record is stale
+//! when it was not refreshed within the staleness limit, or when it names a
+//! process on this host that no longer runs. Taking a lock writes the record
+//! first and looks for conflicts after, so two racing writers both back off
+//! rather than both proceed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kith_storage::{Handle, Kind};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto;
+use crate::envelope::{self, FileKind};
+use crate::repo::{host_name, now_ns, user_name, Repository};
+use crate::{Error, Result};
+
+/// Records older than this are stale unless refreshed.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often a holder refreshes its record.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// A lock or session record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Exclusive (maintenance) or shared.
+    pub exclusive: bool,
+    /// What the holder is doing, e.g. `backup`.
+    pub purpose: String,
+    /// Host of the holder.
+    pub host: String,
+    /// User of the holder.
+    pub user: String,
+    /// Process id of the holder.
+    pub pid: u32,
+    /// When the record was first written, Unix nanoseconds.
+    pub created: i64,
+    /// When it was last refreshed, Unix nanoseconds.
+    pub refreshed: i64,
+}
+
+impl Record {
+    fn new(exclusive: bool, purpose: &str) -> Self {
+        let now = now_ns();
+        Record {
+            exclusive,
+            purpose: purpose.to_owned(),
+            host: host_name(),
+            user: user_name(),
+            pid: std::process::id(),
+            created: now,
+            refreshed: now,
+        }
+    }
+
+    /// True when the record no longer protects anything.
+    pub fn is_stale(&self, stale_after: Duration) -> bool {
+        let age_ns = now_ns().saturating_sub(self.refreshed);
+        if age_ns > i64::try_from(stale_after.as_nanos()).unwrap_or(i64::MAX) {
+            return true;
+        }
+        self.host == host_name() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    /// "backup by me@laptop (pid 42), refreshed 3 minutes ago".
+    pub fn describe(&self) -> String {
+        let minutes = now_ns().saturating_sub(self.refreshed) / 60_000_000_000;
+        format!(
+            "{} {} by {}@{} (pid {}), refreshed {minutes} min ago",
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
+            self.purpose,
+            self.user,
+            self.host,
+            self.pid
+        )
+    }
+}
+
+fn file_kind(kind: Kind) -> FileKind {
+    if kind == Kind::Session {
+        FileKind::Session
+    } else {
+        FileKind::Lock
+    }
+}
+
+fn encode(repo: &Repository, kind: Kind, record: &Record) -> Vec<u8> {
+    let header = envelope::header(file_kind(kind));
+    let mut out = header.to_vec();
+    crypto::Cipher::new(&repo.write_keys().coordination_key()).seal_into(
+        &header,
+        &envelope::encode(record),
+        &mut out,
+    );
+    out
+}
+
+fn decode(repo: &Repository, kind: Kind, bytes: &[u8], name: &str) -> Result<Record> {
+    let object = format!("{} {name}", kind.noun());
+    let body = envelope::check(bytes, file_kind(kind), &object)?;
+    let plain = crypto::open(
+        &repo.write_keys().coordination_key(),
+        &bytes[..envelope::HEADER_LEN],
+        body,
+    )
+    .map_err(|_| Error::corrupt(&object, "authentication failed"))?;
+    envelope::decode(&plain, &object)
+}
+
+/// Every record of one kind with its name; unreadable ones are skipped
+/// (a record another repository's key wrote protects nothing here).
+pub async fn list(repo: &Repository, kind: Kind) -> Result<Vec<(String, Record)>> {
+    let mut out = Vec::new();
+    for o in repo.backend().list(kind, "").await? {
+        match repo.backend().get(&o.handle).await {
+            Ok(bytes) => match decode(repo, kind, &bytes, o.handle.name()) {
+                Ok(r) => out.push((o.handle.name().to_owned(), r)),
+                Err(e) => {
+                    tracing::warn!(object = %o.handle, error = %e, "ignoring unreadable record")
+                }
+            },
+            // Removed between the listing and the read: released meanwhile.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// A held lock or session; release it with [`Held::release`].
+#[derive(Debug)]
+pub struct Held {
+    handle: Handle,
+    record: Record,
+}
+
+impl Held {
+    /// Rewrites the record with a fresh time.
+    pub async fn refresh(&mut self, repo: &Repository) -> Result<()> {
+        self.record.refreshed = now_ns();
+        let bytes = encode(repo, self.handle.kind, &self.record);
+        repo.backend().put(&self.handle, Bytes::from(bytes)).await?;
+        Ok(())
+    }
+
+    /// Removes the record.
+    pub async fn release(self, repo: &Repository) -> Result<()> {
+        repo.backend().delete(&self.handle).await?;
+        Ok(())
+    }
+
+    /// The record's name.
+    pub fn name(&self) -> &str {
+        self.handle.name()
+    }
+}
+
+async fn write_new(repo: &Repository, kind: Kind, record: Record) -> Result<Held> {
+    let mut id = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut id);
+    let handle = Handle::new(kind, hex::encode(id))?;
+    repo.backend()
+        .put(&handle, Bytes::from(encode(repo, kind, &record)))
+        .await?;
+    Ok(Held { handle, record })
+}
+
+/// Marks a running backup.
+pub async fn start_session(repo: &Repository, purpose: &str) -> Result<Held> {
+    write_new(repo, Kind::Session, Record::new(false, purpose)).await
+}
+
+/// Takes a lock, or fails with [`Error::Locked`] naming the holder.
+pub async fn lock(
+    repo: &Repository,
+    exclusive: bool,
+    purpose: &str,
+    stale_after: Duration,
+) -> Result<Held> {
+    let held = write_new(repo, Kind::Lock, Record::new(exclusive, purpose)).await?;
+    let mut conflict = None;
+    for (name, r) in list(repo, Kind::Lock).await? {
+        if name != held.name() && (exclusive || r.exclusive) && !r.is_stale(stale_after) {
+            conflict = Some(r);
+            break;
+        }
+    }
+    if conflict.is_none() && exclusive {
+        conflict = list(repo, Kind::Session)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| !r.is_stale(stale_after));
+    }
+    match conflict {
+        Some(r) => {
+            held.release(repo).await?;
+            Err(Error::Locked {
+                holder: r.describe(),
+            })
+        }
+        None => Ok(held),
+    }
+}
+
+/// Removes stale locks and sessions (all of them with `all`); returns how
+/// many were removed.
+pub async fn unlock(repo: &Repository, all: bool, stale_after: Duration) -> Result<usize> {
+    let mut removed = 0;
+    for kind in [Kind::Lock, Kind::Session] {
+        for (name, r) in list(repo, kind).await? {
+            if all || r.is_stale(stale_after) {
+                repo.backend().delete(&Handle::new(kind, name)?).await?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
