@@ -5,6 +5,7 @@
 //! libp2p-stream's control, so multi-MiB transfers never pass through the
 //! task's loop.
 
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -199,7 +200,32 @@ impl NetHandle {
         data: &[u8],
     ) -> Result<u64, NetError> {
         let stream = self.open_shard_stream(peer).await?;
-        shard::store(stream, peer, key, total_len, offset, data).await
+        shard::store(
+            stream,
+            peer,
+            key,
+            total_len,
+            offset,
+            data.len() as u64,
+            data,
+        )
+        .await
+    }
+
+    /// Like [`NetHandle::store_shard`], but streams exactly `len` bytes
+    /// from `reader` (e.g. a file through `tokio_util::compat`), so a large
+    /// shard is never held in memory.
+    pub async fn store_shard_from<R: AsyncRead + Unpin>(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        total_len: u64,
+        offset: u64,
+        len: u64,
+        reader: R,
+    ) -> Result<u64, NetError> {
+        let stream = self.open_shard_stream(peer).await?;
+        shard::store(stream, peer, key, total_len, offset, len, reader).await
     }
 
     /// Fetches bytes of shard `key`, refusing an answer longer than `max_len`.
@@ -210,11 +236,28 @@ impl NetHandle {
         range: ShardRange,
         max_len: u64,
     ) -> Result<Vec<u8>, NetError> {
+        let mut out = Vec::new();
+        self.fetch_shard_into(peer, key, range, max_len, &mut out)
+            .await?;
+        Ok(out)
+    }
+
+    /// Fetches bytes of shard `key` into `out` chunk by chunk and returns
+    /// how many were written; refuses an answer longer than `max_len`
+    /// before writing anything. On error `out` may hold a prefix.
+    pub async fn fetch_shard_into<W: AsyncWrite + Unpin>(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        range: ShardRange,
+        max_len: u64,
+        out: &mut W,
+    ) -> Result<u64, NetError> {
         let stream = self.open_shard_stream(peer).await?;
         let (offset, len) = match range {
             ShardRange::All => (0, None),
             ShardRange::Range { offset, len } => (offset, Some(len)),
         };
-        shard::fetch(stream, peer, key, offset, len, max_len).await
+        shard::fetch(stream, peer, key, offset, len, max_len, out).await
     }
 }

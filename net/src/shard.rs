@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 
 use crate::{
@@ -61,17 +61,19 @@ fn unexpected(peer: PeerId, reply: &ShardReply) -> NetError {
     }
 }
 
-/// Opener side of a store, on an open stream. Returns the bytes the holder
-/// now has contiguously from offset 0.
-pub(crate) async fn store(
+/// Opener side of a store, on an open stream: sends exactly `len` bytes
+/// read from `reader`. Returns the bytes the holder now has contiguously
+/// from offset 0.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn store<R: AsyncRead + Unpin>(
     mut stream: Stream,
     peer: PeerId,
     key: ShardKey,
     total_len: u64,
     offset: u64,
-    data: &[u8],
+    len: u64,
+    mut reader: R,
 ) -> Result<u64, NetError> {
-    let len = data.len() as u64;
     if total_len > MAX_SHARD_LEN {
         return Err(NetError::TooLarge {
             what: "shard",
@@ -95,11 +97,20 @@ pub(crate) async fn store(
         ShardReply::Refused(reply) => return Err(NetError::Refused { peer, reply }),
         other => return Err(unexpected(peer, &other)),
     }
-    for chunk in data.chunks(CHUNK) {
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
+    let mut remaining = len;
+    while remaining > 0 {
+        let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
+        let chunk = &mut buf[..want];
+        // A local read error aborts the upload; dropping the stream resets it.
+        reader.read_exact(chunk).await?;
+        let chunk = &buf[..want];
+        let s = &mut stream;
         idle("shard bytes write", async {
-            stream.write_all(chunk).await.map_err(NetError::from)
+            s.write_all(chunk).await.map_err(NetError::from)
         })
         .await?;
+        remaining -= want as u64;
     }
     idle("shard flush", async {
         stream.flush().await.map_err(NetError::from)
@@ -114,15 +125,19 @@ pub(crate) async fn store(
     result
 }
 
-/// Opener side of a fetch, on an open stream; refuses more than `max_len` bytes.
-pub(crate) async fn fetch(
+/// Opener side of a fetch, on an open stream: writes the bytes to `out`
+/// and returns how many there were; refuses more than `max_len` bytes
+/// before reading any.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
     mut stream: Stream,
     peer: PeerId,
     key: ShardKey,
     offset: u64,
     len: Option<u64>,
     max_len: u64,
-) -> Result<Vec<u8>, NetError> {
+    out: &mut W,
+) -> Result<u64, NetError> {
     let open = ShardOpen::Fetch { key, offset, len };
     idle(
         "shard header write",
@@ -143,9 +158,8 @@ pub(crate) async fn fetch(
             limit: len.unwrap_or(limit).min(limit),
         });
     }
-    let mut out = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(16 << 20));
     let mut remaining = announced;
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(announced).unwrap_or(CHUNK))];
     while remaining > 0 {
         let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
         let slice = &mut buf[..want];
@@ -153,11 +167,12 @@ pub(crate) async fn fetch(
             stream.read_exact(slice).await.map_err(NetError::from)
         })
         .await?;
-        out.extend_from_slice(slice);
+        out.write_all(&buf[..want]).await?;
         remaining -= want as u64;
     }
+    out.flush().await?;
     let _ = stream.close().await;
-    Ok(out)
+    Ok(announced)
 }
 
 /// An inbound shard stream whose header has been read, handed to the node

@@ -349,14 +349,23 @@ async fn serve(me: PeerId, mut events: mpsc::Receiver<NetEvent>) {
                         .unwrap();
                     continue;
                 }
-                let mut body = store.accept().await.unwrap();
+                let Ok(mut body) = store.accept().await else {
+                    continue;
+                };
                 let mut data = Vec::new();
-                while let Some(chunk) = body.next_chunk().await.unwrap() {
-                    data.extend_from_slice(chunk);
+                // A sender that vanishes mid-shard leaves nothing stored.
+                let complete = loop {
+                    match body.next_chunk().await {
+                        Ok(Some(chunk)) => data.extend_from_slice(chunk),
+                        Ok(None) => break true,
+                        Err(_) => break false,
+                    }
+                };
+                if complete {
+                    let len = data.len() as u64;
+                    shards.insert(key, data);
+                    let _ = body.finish(len).await;
                 }
-                let len = data.len() as u64;
-                shards.insert(key, data);
-                body.finish(len).await.unwrap();
             }
             NetEvent::InboundShard(InboundShard::Fetch(fetch)) => match shards.get(&fetch.key) {
                 Some(data) => {
@@ -720,6 +729,133 @@ async fn connect_refuses_a_different_peer_than_named() {
             bootstrap_without_id,
             Err(NetError::AddressWithoutPeerId(_))
         ));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_stream_from_readers_and_into_writers() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let a = holder(&[tcp()]).await;
+        let b = holder(&[quic()]).await;
+        let peer_b = a.connect(&addr_of(&b, true).await).await.unwrap();
+        let owner = OwnerKeypair::generate();
+        let data = pattern(2 * 1024 * 1024 + 1, 4);
+        let n = data.len() as u64;
+        let k = key(&owner, 1, 0);
+        let reader = futures::io::Cursor::new(data.clone());
+        assert_eq!(
+            a.store_shard_from(peer_b, k, n, 0, n, reader)
+                .await
+                .unwrap(),
+            n
+        );
+        let mut out = futures::io::Cursor::new(Vec::new());
+        let got = a
+            .fetch_shard_into(peer_b, k, ShardRange::All, n, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(got, n);
+        assert!(out.into_inner() == data);
+
+        // A reader that ends early aborts the upload locally; the holder
+        // sees a reset and keeps serving.
+        let short = futures::io::Cursor::new(vec![0u8; 100]);
+        let err = a
+            .store_shard_from(peer_b, key(&owner, 2, 0), 1000, 0, 1000, short)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NetError::Io(_)), "{err}");
+        a.request(peer_b, ControlRequest::Quota).await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_events_reach_the_node_and_shutdown_stops_the_handle() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (a, _a_events) = node(&[tcp()]).await;
+        let (b, mut b_events) = node(&[tcp()]).await;
+        let b_addr = addr_of(&b, false).await;
+        a.connect(&b_addr).await.unwrap();
+        assert_eq!(a.connected_peers().await.unwrap(), vec![b.local_peer_id()]);
+        loop {
+            match b_events.recv().await.unwrap() {
+                NetEvent::PeerConnected { peer, .. } => {
+                    assert_eq!(peer, a.local_peer_id());
+                    break;
+                }
+                NetEvent::Listening { .. } | NetEvent::PeerDiscovered { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        a.shutdown().await;
+        loop {
+            match b_events.recv().await.unwrap() {
+                NetEvent::PeerDisconnected { peer } => {
+                    assert_eq!(peer, a.local_peer_id());
+                    break;
+                }
+                NetEvent::Listening { .. } | NetEvent::PeerDiscovered { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(matches!(a.connected_peers().await, Err(NetError::Stopped)));
+        assert!(matches!(
+            a.request(b.local_peer_id(), ControlRequest::Quota).await,
+            Err(NetError::Stopped)
+        ));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_requests_fail_with_a_timeout_not_a_hang() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (a, _a_events) = NetBuilder::new(Keypair::generate_ed25519())
+            .request_timeout(Duration::from_millis(500))
+            .spawn()
+            .await
+            .unwrap();
+        // B never reads its events: requests queue until the timeout.
+        let (b, _b_events) = node(&[tcp()]).await;
+        let peer_b = a.connect(&addr_of(&b, false).await).await.unwrap();
+        let err = a.request(peer_b, ControlRequest::Quota).await.unwrap_err();
+        assert!(matches!(err, NetError::Request { .. }), "{err}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_event_queue_answers_busy() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (a, _a_events) = node(&[]).await;
+        let (b, _b_events) = NetBuilder::new(Keypair::generate_ed25519())
+            .listen_on(tcp())
+            .event_capacity(1)
+            .spawn()
+            .await
+            .unwrap();
+        let peer_b = a.connect(&addr_of(&b, false).await).await.unwrap();
+        // The queue of one holds Listening or PeerConnected; requests beyond
+        // it are answered Busy by the network task.
+        let mut busy = 0;
+        for _ in 0..3 {
+            let r = tokio::time::timeout(
+                Duration::from_secs(5),
+                a.request(peer_b, ControlRequest::Quota),
+            )
+            .await;
+            if let Ok(Err(NetError::Refused { reply, .. })) = r {
+                assert_eq!(reply.code, ErrorCode::Busy);
+                busy += 1;
+            }
+        }
+        assert!(busy >= 2, "{busy} busy replies");
     })
     .await
     .unwrap();
