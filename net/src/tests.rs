@@ -860,3 +860,91 @@ async fn a_full_event_queue_answers_busy() {
     .await
     .unwrap();
 }
+
+/// Pins the v1 encoding to the tables in docs/PROTOCOL.md: if one of these
+/// changes, the protocol changed and needs a new variant or protocol id.
+#[test]
+fn v1_wire_bytes_match_protocol_md() {
+    fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        wire::encode("t", v, u32::MAX).unwrap()
+    }
+    let key = ShardKey {
+        owner: OwnerId([1; 32]),
+        tag: ObjectTag([2; 32]),
+        index: 300,
+    };
+    let key_bytes = [vec![1u8; 32], vec![2u8; 32], vec![0xac, 0x02]].concat();
+
+    assert_eq!(enc(&ControlRequest::Quota), [0]);
+    assert_eq!(
+        enc(&ControlRequest::Challenge {
+            owner: OwnerId([0xab; 32])
+        }),
+        [vec![1u8], vec![0xab; 32]].concat()
+    );
+    let proof = OwnerProof {
+        owner: OwnerId([3; 32]),
+        nonce: Nonce([4; 32]),
+        signature: OwnerSignature([5; 64]),
+    };
+    assert_eq!(
+        enc(&ControlRequest::ListHoldings {
+            proof,
+            after: None,
+            limit: 10
+        }),
+        [
+            vec![2u8],
+            vec![3; 32],
+            vec![4; 32],
+            vec![64],
+            vec![5; 64],
+            vec![0, 10]
+        ]
+        .concat()
+    );
+    assert_eq!(
+        enc(&ControlRequest::ShardStatus { key }),
+        [vec![4u8], key_bytes.clone()].concat()
+    );
+    assert_eq!(
+        enc(&ControlRequest::RedeemInvite { secret: [9; 32] }),
+        [vec![5u8], vec![9; 32]].concat()
+    );
+    assert_eq!(
+        enc(&ControlResponse::Error(ErrorReply::new(
+            ErrorCode::Busy,
+            "x"
+        ))),
+        [6, 5, 1, b'x']
+    );
+    assert_eq!(
+        enc(&ControlResponse::ShardStatus(ShardStatus::Partial {
+            received: 1,
+            total_len: 2
+        })),
+        [4, 1, 1, 2]
+    );
+    assert_eq!(
+        enc(&ShardOpen::Fetch {
+            key,
+            offset: 1,
+            len: None
+        }),
+        [vec![1u8], key_bytes.clone(), vec![1, 0]].concat()
+    );
+    assert_eq!(
+        enc(&ShardOpen::Store {
+            key,
+            total_len: 3,
+            offset: 0,
+            len: 3
+        }),
+        [vec![0u8], key_bytes, vec![3, 0, 3]].concat()
+    );
+    assert_eq!(enc(&ShardReply::Sending { len: 128 }), [2, 0x80, 0x01]);
+
+    let mut framed = Vec::new();
+    futures::executor::block_on(wire::write_frame(&mut framed, &[7])).unwrap();
+    assert_eq!(framed, [0, 0, 0, 1, 7]);
+}
