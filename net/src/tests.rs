@@ -948,3 +948,28 @@ fn v1_wire_bytes_match_protocol_md() {
     futures::executor::block_on(wire::write_frame(&mut framed, &[7])).unwrap();
     assert_eq!(framed, [0, 0, 0, 1, 7]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mdns_flag_builds_or_fails_cleanly_and_bootstrap_needs_peers() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // mDNS needs a multicast-capable interface, which a test sandbox may
+        // lack; either it runs or setup says why. Its discovery is tested on
+        // a LAN namespace, not here.
+        match NetBuilder::new(Keypair::generate_ed25519())
+            .mdns(true)
+            .spawn()
+            .await
+        {
+            Ok((h, _events)) => h.shutdown().await,
+            Err(NetError::Setup { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        let (lonely, _events) = node(&[]).await;
+        assert!(matches!(
+            lonely.bootstrap().await,
+            Err(NetError::NoKnownPeers)
+        ));
+    })
+    .await
+    .unwrap();
+}
