@@ -137,6 +137,19 @@ impl Task {
                     "event queue full; event dropped"
                 );
             }
+            Err(mpsc::error::TrySendError::Closed(NetEvent::InboundRequest {
+                responder, ..
+            })) => {
+                let gone = ControlResponse::Error(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "the node is not accepting requests",
+                ));
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_response(responder.channel, gone);
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
