@@ -296,55 +296,24 @@ impl Backend for S3Backend {
     }
 
     async fn create(&self) -> Result<()> {
-        let config = Handle::config();
-        match self.stat(&config).await {
-            Ok(_) => {
-                return Err(Error::Remote {
-                    op: "create repository at",
-                    path: self.location(),
-                    message: "a repository already exists here".into(),
-                    transient: false,
-                })
-            }
-            Err(e) if e.is_not_found() => {}
+        match self.probe_bucket().await {
+            Ok(()) => {}
             Err(Error::Remote { message, .. }) if message.contains("does not exist") => {
                 // Like `restic init`, create a missing bucket.
-                let create = if self.config.endpoint.is_some() {
-                    Bucket::create_with_path_style(
-                        &self.config.bucket,
-                        self.bucket.region(),
-                        self.bucket
-                            .credentials()
-                            .await
-                            .map_err(|e| self.client_error("create bucket", "", e))?,
-                        BucketConfiguration::default(),
-                    )
-                    .await
-                } else {
-                    Bucket::create(
-                        &self.config.bucket,
-                        self.bucket.region(),
-                        self.bucket
-                            .credentials()
-                            .await
-                            .map_err(|e| self.client_error("create bucket", "", e))?,
-                        BucketConfiguration::default(),
-                    )
-                    .await
-                };
-                let response = create.map_err(|e| self.client_error("create bucket", "", e))?;
-                if !response.success() {
-                    return Err(self.status_error(
-                        "create bucket",
-                        &self.config.bucket,
-                        response.response_code,
-                        response.response_text.as_bytes(),
-                    ));
-                }
+                self.create_bucket().await?;
             }
             Err(e) => return Err(e),
         }
-        Ok(())
+        match self.stat(&Handle::config()).await {
+            Ok(_) => Err(Error::Remote {
+                op: "create repository at",
+                path: self.location(),
+                message: "a repository already exists here".into(),
+                transient: false,
+            }),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn put(&self, handle: &Handle, data: Bytes) -> Result<()> {
@@ -460,12 +429,9 @@ impl Backend for S3Backend {
             .await
             .map_err(|e| self.client_error("stat", &key, e))?;
         if status == 404 {
-            // A HEAD answer has no body to tell a missing object from a
-            // missing bucket; a one-key listing does.
-            return match self.list_keys_page_probe().await {
-                Err(e) => Err(e),
-                Ok(()) => Err(Error::NotFound(handle.clone())),
-            };
+            // A HEAD answer has no body to tell a missing bucket from a
+            // missing object; `create` and the reads tell them apart.
+            return Err(Error::NotFound(handle.clone()));
         }
         self.check("stat", handle, &key, status, &[])?;
         let size = head
@@ -500,8 +466,31 @@ impl Backend for S3Backend {
 }
 
 impl S3Backend {
+    async fn create_bucket(&self) -> Result<()> {
+        let name = &self.config.bucket;
+        let mut config = BucketConfiguration::default();
+        // us-east-1 takes no location constraint (and refuses one).
+        if self.config.region != "us-east-1" {
+            config.set_region(self.bucket.region());
+        }
+        let command = Command::CreateBucket { config };
+        let request = ReqwestRequest::new(&self.bucket, "", command)
+            .await
+            .map_err(|e| self.client_error("create bucket", name, e))?;
+        let response = request
+            .response_data(false)
+            .await
+            .map_err(|e| self.client_error("create bucket", name, e))?;
+        let status = response.status_code();
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(self.status_error("create bucket", name, status, response.as_slice()))
+        }
+    }
+
     /// Fails if the bucket is missing or unreachable.
-    async fn list_keys_page_probe(&self) -> Result<()> {
+    async fn probe_bucket(&self) -> Result<()> {
         let command = Command::ListObjectsV2 {
             prefix: self.key("config"),
             delimiter: None,

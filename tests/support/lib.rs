@@ -9,6 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod servers;
+
 /// The `kith` binary: `$KITH_BIN`, or the one built beside this test.
 pub fn kith_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KITH_BIN") {

@@ -1,0 +1,329 @@
+//! The same end-to-end flow against a local folder, a real sshd (SFTP) and a
+//! real S3 server (moto), all on 127.0.0.1, through the `kith` binary; plus
+//! the refusals a remote repository must make clearly: a changed or unknown
+//! host key, and S3 credentials the server rejects.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kith_e2e::servers::{keygen, Moto, RemoteEnv, Sshd};
+use kith_e2e::{assert_same_tree, Env, Rng};
+use kith_storage::{Backend, Handle, Kind, S3Backend, S3Config};
+
+const INIT: &[&str] = &["init", "--kdf-memory", "64", "--kdf-iterations", "1"];
+
+/// A small tree: a few hundred KiB of random and text data in a few folders.
+fn sample(src: &Path, rng: &mut Rng) {
+    fs::create_dir_all(src.join("docs/deep")).unwrap();
+    fs::create_dir_all(src.join("bin")).unwrap();
+    fs::write(src.join("docs/readme.txt"), rng.text(20_000)).unwrap();
+    fs::write(src.join("docs/deep/notes.txt"), rng.text(3_000)).unwrap();
+    fs::write(src.join("bin/blob"), rng.bytes(600_000)).unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    std::os::unix::fs::symlink("docs/readme.txt", src.join("link")).unwrap();
+}
+
+/// init, backup, re-backup, restore bit-exact, check --read-data, key add,
+/// then `corrupt` damages one pack and check --read-data must say so.
+fn flow(r: &RemoteEnv, corrupt: impl FnOnce()) {
+    r.ok(INIT);
+    let src = r.env.path("src");
+    let mut rng = Rng::new(5);
+    sample(&src, &mut rng);
+    let first = r.json(&["backup", src.to_str().unwrap()]);
+    assert!(first["files_new"].as_u64().unwrap() >= 4, "{first}");
+    // A changed and a new file; the unchanged ones are not read again.
+    fs::write(src.join("docs/deep/notes.txt"), rng.text(4_000)).unwrap();
+    fs::write(src.join("new"), rng.bytes(50_000)).unwrap();
+    let second = r.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(second["files_new"], 1, "{second}");
+    assert_eq!(second["files_changed"], 1, "{second}");
+    let snapshots = r.json(&["snapshots"]);
+    assert_eq!(snapshots.as_array().unwrap().len(), 2, "{snapshots}");
+    let target = r.env.path("target");
+    r.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &Env::restored(&target, &src));
+    r.ok(&["check", "--read-data"]);
+    let out = r
+        .cmd()
+        .env("KITH_NEW_PASSWORD", "second")
+        .args(["key", "add", "--kdf-memory", "64", "--kdf-iterations", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "key add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = r
+        .cmd()
+        .env("KITH_PASSWORD", "second")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "the second password opens it");
+    corrupt();
+    let out = r.run(&["check", "--read-data"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a flipped byte went unnoticed on {}: {}",
+        r.url,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file below `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Flips one byte in the middle of the largest pack under `repo`.
+fn flip_largest_pack(repo: &Path) {
+    let pack = files(&repo.join("packs"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("a pack");
+    let mut data = fs::read(&pack).unwrap();
+    let i = data.len() / 2;
+    data[i] ^= 0x01;
+    fs::write(&pack, data).unwrap();
+}
+
+#[test]
+fn the_flow_works_on_a_local_folder() {
+    let r = RemoteEnv::local();
+    let repo = r.env.repo.clone();
+    flow(&r, || flip_largest_pack(&repo));
+}
+
+#[test]
+fn the_flow_works_over_sftp() {
+    let sshd = Sshd::start();
+    let env = Env::new();
+    let repo = env.path("remote/repo");
+    let r = RemoteEnv {
+        url: sshd.url(&repo),
+        vars: sshd.vars(),
+        env,
+    };
+    flow(&r, || flip_largest_pack(&repo));
+    // Same layout as a local repository: config, keys, the pack fan-out,
+    // and no temporary files left behind.
+    assert!(repo.join("config").is_file());
+    assert_eq!(fs::read_dir(repo.join("keys")).unwrap().count(), 2);
+    assert!(repo.join("packs/00").is_dir() && repo.join("packs/ff").is_dir());
+    let leftovers: Vec<_> = files(&repo)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn the_flow_works_over_s3() {
+    let moto = Moto::start();
+    let r = RemoteEnv {
+        url: "s3://kith-test/some/prefix".into(),
+        vars: moto.vars(),
+        env: Env::new(),
+    };
+    let s3 = s3_backend(&moto, "kith-test", "some/prefix");
+    flow(&r, || {
+        block_on(async {
+            let packs = s3.list(Kind::Pack, "").await.unwrap();
+            let pack = packs.iter().max_by_key(|o| o.size).expect("a pack");
+            let mut data = s3.get(&pack.handle).await.unwrap().to_vec();
+            let i = data.len() / 2;
+            data[i] ^= 0x01;
+            s3.put(&pack.handle, data.into()).await.unwrap();
+        })
+    });
+    // Same layout as a local repository, below the prefix.
+    let other = s3_backend(&moto, "kith-test", "");
+    let names = |kind: Kind| block_on(other.list(kind, "")).unwrap().len();
+    // Seen from the bucket's root, the repository's objects are not there…
+    assert_eq!(names(Kind::Config), 0);
+    assert_eq!(names(Kind::Pack), 0);
+    // …but below the prefix, each kind is in its folder and packs fan out.
+    block_on(async {
+        for kind in [Kind::Key, Kind::Index, Kind::Snapshot, Kind::Pack] {
+            let list = s3.list(kind, "").await.unwrap();
+            assert!(!list.is_empty(), "{kind:?}");
+            for o in list {
+                let got = s3.stat(&o.handle).await.unwrap();
+                assert_eq!(got.size, o.size);
+            }
+        }
+        assert_eq!(s3.list(Kind::Key, "").await.unwrap().len(), 2);
+        assert_eq!(
+            s3.stat(&Handle::config()).await.unwrap().handle,
+            Handle::config()
+        );
+    });
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A client of the test's S3 server, with the credentials `kith` used.
+fn s3_backend(moto: &Moto, bucket: &str, prefix: &str) -> S3Backend {
+    S3Backend::new(S3Config {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        endpoint: Some(moto.endpoint()),
+        region: "us-east-1".into(),
+        access_key: Some("kithtest".into()),
+        secret_key: Some("kithtestsecret".into()),
+        session_token: None,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_changed_host_key_is_refused() {
+    let sshd = Sshd::start();
+    let env = Env::new();
+    let repo = env.path("remote/repo");
+    // Record another key for the server's address.
+    let other = sshd.dir.path().join("other_key");
+    keygen(&other);
+    let pubkey = fs::read_to_string(other.with_extension("pub")).unwrap();
+    let mut fields = pubkey.split_whitespace();
+    let line = format!(
+        "[127.0.0.1]:{} {} {}\n",
+        sshd.port,
+        fields.next().unwrap(),
+        fields.next().unwrap()
+    );
+    let known = env.path("known_hosts");
+    fs::write(&known, line).unwrap();
+    let mut vars = sshd.vars();
+    vars.retain(|(k, _)| k != "KITH_SSH_KNOWN_HOSTS");
+    vars.push(("KITH_SSH_KNOWN_HOSTS".into(), known.clone().into()));
+    let r = RemoteEnv {
+        url: sshd.url(&repo),
+        vars,
+        env,
+    };
+    let out = r.run(INIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("host key") && stderr.contains("CHANGED"),
+        "{stderr}"
+    );
+    assert!(!repo.exists(), "nothing was written");
+    // An unknown host is refused too, and the message says how to add it.
+    fs::write(&known, "").unwrap();
+    let out = r.run(INIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown") && stderr.contains("ssh-keyscan"),
+        "{stderr}"
+    );
+    assert!(!repo.exists(), "nothing was written");
+}
+
+#[test]
+fn a_key_the_server_refuses_is_a_clear_error() {
+    let sshd = Sshd::start();
+    let env = Env::new();
+    let wrong = env.path("wrong_key");
+    keygen(&wrong);
+    let mut vars = sshd.vars();
+    vars.retain(|(k, _)| k != "KITH_SSH_KEY");
+    vars.push(("KITH_SSH_KEY".into(), wrong.into()));
+    let r = RemoteEnv {
+        url: sshd.url(&env.path("remote/repo")),
+        vars,
+        env,
+    };
+    let start = Instant::now();
+    let out = r.run(INIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(!stderr.contains("retry"), "not retried: {stderr}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn an_s3_auth_failure_is_a_clear_error_without_retries() {
+    let moto = Moto::start();
+    moto.enforce_auth();
+    let r = RemoteEnv {
+        url: "s3://kith-test/repo".into(),
+        vars: moto.vars(),
+        env: Env::new(),
+    };
+    let start = Instant::now();
+    let out = r.run(INIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("AWS_ACCESS_KEY_ID"),
+        "says what to check: {stderr}"
+    );
+    assert!(!stderr.contains("retry"), "not retried: {stderr}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The same for a command on an existing repository.
+    let out = r.run(&["snapshots"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+}
+
+#[test]
+fn bad_repository_urls_are_refused_with_the_forms_to_use() {
+    let env = Env::new();
+    for url in ["ftp://host/x", "sftp://root@127.0.0.1:0/x", "s3://"] {
+        let out = env
+            .cmd()
+            .env("KITH_REPOSITORY", url)
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        assert!(
+            stderr.contains("invalid repository location"),
+            "{url}: {stderr}"
+        );
+    }
+    // S3 without credentials says which variables to set.
+    let out = env
+        .cmd()
+        .env("KITH_REPOSITORY", "s3://bucket/x")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("AWS_SECRET_ACCESS_KEY"), "{stderr}");
+}

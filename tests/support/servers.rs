@@ -1,0 +1,374 @@
+//! Real servers on 127.0.0.1 for the remote-backend tests: OpenSSH's sshd
+//! (SFTP) and moto's S3 server, each started by the test that needs it and
+//! stopped when dropped. A server that cannot start fails the test with a
+//! message that says how to install it; nothing is skipped.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Env;
+
+/// A free TCP port on 127.0.0.1 (free when this returns).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("pick a free port on 127.0.0.1")
+}
+
+/// Waits until `port` accepts connections, or the child exits, or 15 s pass.
+fn wait_for_port(child: &mut Child, port: u16, what: &str, log: &Path) {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited with {status} before listening on 127.0.0.1:{port}:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!(
+                "{what} did not listen on 127.0.0.1:{port} within 15 s:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {what}: {e} (scripts/test installs openssh-server)")
+    });
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes an ed25519 key pair at `path` and `path.pub`.
+pub fn keygen(path: &Path) {
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kith-test", "-f"])
+            .arg(path),
+        "ssh-keygen",
+    );
+}
+
+/// An sshd on 127.0.0.1 with a fresh host key, accepting one fresh client
+/// key for the current user; SFTP through `internal-sftp`.
+pub struct Sshd {
+    child: Child,
+    /// Its folder: keys, config, log.
+    pub dir: tempfile::TempDir,
+    /// The port it listens on.
+    pub port: u16,
+    /// The client's private key (give it as `KITH_SSH_KEY`).
+    pub client_key: PathBuf,
+    /// A known_hosts file with the server's host key.
+    pub known_hosts: PathBuf,
+    /// The user to log in as.
+    pub user: String,
+}
+
+impl Sshd {
+    /// Starts the server; panics with a clear message when it cannot.
+    pub fn start() -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "/usr/sbin/sshd is missing: install it with `apt-get install -y openssh-server` (scripts/test does)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("kith-sshd-")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path();
+        let host_key = d.join("host_key");
+        let client_key = d.join("client_key");
+        keygen(&host_key);
+        keygen(&client_key);
+        fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
+        // sshd refuses to start without its privilege separation folder.
+        fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+        let port = free_port();
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "root".into());
+        let config = d.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\n\
+                 ListenAddress 127.0.0.1\n\
+                 HostKey {hk}\n\
+                 PidFile {pid}\n\
+                 AuthorizedKeysFile {ak}\n\
+                 StrictModes no\n\
+                 UsePAM no\n\
+                 PermitRootLogin prohibit-password\n\
+                 PubkeyAuthentication yes\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 AllowUsers {user}\n\
+                 MaxSessions 64\n\
+                 MaxStartups 64:30:128\n\
+                 Subsystem sftp internal-sftp\n\
+                 LogLevel ERROR\n",
+                hk = host_key.display(),
+                pid = d.join("sshd.pid").display(),
+                ak = d.join("authorized_keys").display(),
+            ),
+        )
+        .expect("write sshd_config");
+        let host_pub = fs::read_to_string(d.join("host_key.pub")).expect("host key");
+        let mut fields = host_pub.split_whitespace();
+        let (alg, key) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        let known_hosts = d.join("known_hosts");
+        fs::write(&known_hosts, format!("[127.0.0.1]:{port} {alg} {key}\n")).expect("known_hosts");
+        let log = d.join("sshd.log");
+        let mut child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("sshd log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start /usr/sbin/sshd: {e}"));
+        wait_for_port(&mut child, port, "sshd", &log);
+        Sshd {
+            child,
+            dir,
+            port,
+            client_key,
+            known_hosts,
+            user,
+        }
+    }
+
+    /// The URL of a repository at `path` (absolute) on this server.
+    pub fn url(&self, path: &Path) -> String {
+        format!(
+            "sftp://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            path.display()
+        )
+    }
+
+    /// The environment `kith` needs to log in.
+    pub fn vars(&self) -> Vec<(String, OsString)> {
+        vec![
+            ("KITH_SSH_KEY".into(), self.client_key.clone().into()),
+            (
+                "KITH_SSH_KNOWN_HOSTS".into(),
+                self.known_hosts.clone().into(),
+            ),
+        ]
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The moto S3 server on 127.0.0.1, in memory.
+pub struct Moto {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Moto {
+    /// Starts the server; panics with a clear message when it cannot.
+    pub fn start() -> Moto {
+        let dir = tempfile::Builder::new()
+            .prefix("kith-moto-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("moto.log");
+        let spawn = |program: &str, pre: &[&str]| {
+            Command::new(program)
+                .args(pre)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(&log).expect("moto log"))
+                .stderr(fs::File::create(dir.path().join("moto.err")).expect("moto log"))
+                .spawn()
+        };
+        let mut child = spawn("moto_server", &[])
+            .or_else(|_| spawn("python3", &["-m", "moto.server"]))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start moto_server: {e}; install it with \
+                     `python3 -m pip install 'moto[server]'` (scripts/test does)"
+                )
+            });
+        wait_for_port(
+            &mut child,
+            port,
+            "moto_server",
+            &dir.path().join("moto.err"),
+        );
+        Moto {
+            child,
+            _dir: dir,
+            port,
+        }
+    }
+
+    /// The endpoint URL (`AWS_ENDPOINT_URL`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment `kith` needs.
+    pub fn vars(&self) -> Vec<(String, OsString)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint().into()),
+            ("AWS_ACCESS_KEY_ID".into(), "kithtest".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "kithtestsecret".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ]
+    }
+
+    /// Turns on credential checks: from now on every request with a key
+    /// that moto's IAM does not know is refused with 403.
+    pub fn enforce_auth(&self) {
+        let (status, body) = http(self.port, "POST", "/moto-api/reset-auth", b"0");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns status and body.
+pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
+         Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status");
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16)
+                .unwrap();
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = out;
+    }
+    (status, body)
+}
+
+/// A scratch [`Env`] whose `kith` runs against `url` with extra variables.
+pub struct RemoteEnv {
+    /// The scratch folder, cache and password.
+    pub env: Env,
+    /// The repository location given as `KITH_REPOSITORY`.
+    pub url: String,
+    /// Extra environment (credentials, endpoints).
+    pub vars: Vec<(String, OsString)>,
+}
+
+impl RemoteEnv {
+    /// A local repository, for the same flow as the remote ones.
+    pub fn local() -> RemoteEnv {
+        let env = Env::new();
+        let url = env.repo.display().to_string();
+        RemoteEnv {
+            env,
+            url,
+            vars: Vec::new(),
+        }
+    }
+
+    /// `kith` with the repository URL and the extra environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = self.env.cmd();
+        c.env("KITH_REPOSITORY", &self.url);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `kith ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run kith")
+    }
+
+    /// Runs `kith ARGS`, asserting the exit code; returns stdout.
+    pub fn expect_code(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "kith {args:?} on {} exited with {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.url,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `kith ARGS`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect_code(args, 0)
+    }
+
+    /// Runs `kith ARGS --json` successfully and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("invalid JSON ({e}):\n{out}"))
+    }
+}
