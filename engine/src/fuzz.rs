@@ -92,8 +92,11 @@ pub fn blob(data: &[u8]) {
     }
 }
 
+/// A fuzz entry point.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("pack", pack),
     ("pack_entries", pack_entries),
     ("tree", tree),
