@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use kith_e2e::servers::{keygen, Moto, RemoteEnv, Sshd};
 use kith_e2e::{assert_same_tree, Env, Rng};
-use kith_storage::{Backend, Handle, Kind, S3Backend, S3Config};
+use kith_storage::{
+    Backend, Handle, Kind, Retry, RetryPolicy, S3Backend, S3Config, SftpBackend, SftpConfig,
+};
 
 const INIT: &[&str] = &["init", "--kdf-memory", "64", "--kdf-iterations", "1"];
 
@@ -326,4 +328,58 @@ fn bad_repository_urls_are_refused_with_the_forms_to_use() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("AWS_SECRET_ACCESS_KEY"), "{stderr}");
+}
+
+#[test]
+fn sftp_reconnects_after_the_connection_drops() {
+    let sshd = Sshd::start();
+    let env = Env::new();
+    let repo = env.path("remote/repo");
+    let config = SftpConfig {
+        user: sshd.user.clone(),
+        host: "127.0.0.1".into(),
+        port: sshd.port,
+        path: repo.display().to_string(),
+        key_file: Some(sshd.client_key.clone()),
+        known_hosts: sshd.known_hosts.clone(),
+        agent: None,
+        home: None,
+    };
+    let policy = RetryPolicy {
+        attempts: 5,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        ..RetryPolicy::default()
+    };
+    let b = Retry::with_policy(SftpBackend::new(config), policy);
+    block_on(async {
+        b.create().await.unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let h = Handle::new(Kind::Pack, "ab01").unwrap();
+        b.put(&h, data.clone().into()).await.unwrap();
+        assert_eq!(sshd.drop_connections(), 1, "one connection was open");
+        // The next calls find the connection dead, reconnect and succeed.
+        assert_eq!(&b.get(&h).await.unwrap()[..], &data[..]);
+        assert_eq!(
+            &b.get_range(&h, 999_000, 1_000).await.unwrap()[..],
+            &data[999_000..]
+        );
+        assert_eq!(sshd.drop_connections(), 1, "one connection was open");
+        let h2 = Handle::new(Kind::Pack, "ab02").unwrap();
+        b.put(&h2, data.clone().into()).await.unwrap();
+        let listed = b.list(Kind::Pack, "ab").await.unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        // Past the end is a short read, not a retried failure.
+        let e = b.get_range(&h, 999_999, 2).await.unwrap_err();
+        assert!(matches!(e, kith_storage::Error::ShortRead { .. }), "{e}");
+        assert!(b
+            .get(&Handle::new(Kind::Pack, "cd").unwrap())
+            .await
+            .unwrap_err()
+            .is_not_found());
+    });
+    assert_eq!(
+        fs::read(repo.join("packs/ab/ab02")).unwrap().len(),
+        1_000_000
+    );
 }

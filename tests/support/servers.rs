@@ -180,6 +180,38 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    /// Kills the server's per-connection processes, so every open SSH
+    /// connection drops; the listening server stays up. Returns how many
+    /// processes were killed.
+    pub fn drop_connections(&self) -> usize {
+        let master = self.child.id().to_string();
+        let mut killed = 0;
+        for entry in fs::read_dir("/proc").expect("read /proc") {
+            let Ok(entry) = entry else { continue };
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...
+            let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+            let ppid = after.split_whitespace().nth(1).unwrap_or("");
+            if ppid == master
+                && Command::new("kill")
+                    .args(["-9", &pid])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                killed += 1;
+            }
+        }
+        killed
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
