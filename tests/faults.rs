@@ -63,14 +63,24 @@ fn backup_and_restore_survive_ten_percent_transient_faults() {
             .unwrap();
         let mut options = BackupOptions::default();
         options.uploads = Some(4);
-        let first = backup(&repo, std::slice::from_ref(&src), &options, Arc::new(|_| {}))
-            .await
-            .unwrap();
+        let first = backup(
+            &repo,
+            std::slice::from_ref(&src),
+            &options,
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
         assert!(first.failed.is_empty(), "{:?}", first.failed);
         fs::write(src.join("d/f3"), rng.bytes(10_000)).unwrap();
-        backup(&repo, std::slice::from_ref(&src), &options, Arc::new(|_| {}))
-            .await
-            .unwrap();
+        backup(
+            &repo,
+            std::slice::from_ref(&src),
+            &options,
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
         let snapshot = repo.find_snapshot("latest").await.unwrap();
         let target = env.path("target");
         restore(
