@@ -383,3 +383,113 @@ fn sftp_reconnects_after_the_connection_drops() {
         1_000_000
     );
 }
+
+/// The backend contract on a remote backend: a listing that spans several
+/// pages (the S3 test sets 100 keys a page, OpenSSH answers readdir about
+/// 100 names at a time), many transfers in flight at once (more than the
+/// server has file handles for), prefixes, ranges, deletes.
+async fn exercise(b: std::sync::Arc<dyn Backend>, n: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let b = b.clone();
+        tasks.spawn(async move {
+            let h = Handle::new(Kind::Snapshot, format!("s{i:04}")).unwrap();
+            b.put(&h, vec![(i % 256) as u8; i % 300].into())
+                .await
+                .unwrap();
+        });
+    }
+    for i in 0..40u32 {
+        let b = b.clone();
+        tasks.spawn(async move {
+            let name = format!("{:02x}{i:04}", (i * 37) % 256);
+            let data: Vec<u8> = (0..200_000u32).map(|x| (x ^ i) as u8).collect();
+            let h = Handle::new(Kind::Pack, name).unwrap();
+            b.put(&h, data.into()).await.unwrap();
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let all = b.list(Kind::Snapshot, "").await.unwrap();
+    assert_eq!(all.len(), n);
+    for o in &all {
+        let i: usize = o.handle.name()[1..].parse().unwrap();
+        assert_eq!(o.size, (i % 300) as u64, "{}", o.handle);
+    }
+    assert_eq!(b.list(Kind::Snapshot, "s01").await.unwrap().len(), 100);
+    assert_eq!(b.list(Kind::Snapshot, "s020").await.unwrap().len(), 10);
+    let packs = b.list(Kind::Pack, "").await.unwrap();
+    assert_eq!(packs.len(), 40);
+    let first = packs[0].handle.name()[..2].to_owned();
+    let same_fan = packs
+        .iter()
+        .filter(|p| p.handle.name().starts_with(&first))
+        .count();
+    assert_eq!(b.list(Kind::Pack, &first).await.unwrap().len(), same_fan);
+    assert!(b.list(Kind::Index, "").await.unwrap().is_empty());
+    // Ranged reads of every pack at once.
+    let mut reads = tokio::task::JoinSet::new();
+    for p in packs {
+        let b = b.clone();
+        reads.spawn(async move {
+            let i: u32 = p.handle.name()[2..].parse().unwrap();
+            let got = b.get_range(&p.handle, 150_000, 40_000).await.unwrap();
+            let want: Vec<u8> = (150_000..190_000u32).map(|x| (x ^ i) as u8).collect();
+            assert_eq!(&got[..], &want[..], "{}", p.handle);
+            let e = b.get_range(&p.handle, 199_999, 2).await.unwrap_err();
+            assert!(matches!(e, kith_storage::Error::ShortRead { .. }), "{e}");
+        });
+    }
+    while let Some(r) = reads.join_next().await {
+        r.unwrap();
+    }
+    let h = Handle::new(Kind::Snapshot, "s0007").unwrap();
+    assert_eq!(b.stat(&h).await.unwrap().size, 7);
+    b.delete(&h).await.unwrap();
+    b.delete(&h).await.unwrap();
+    assert!(b.stat(&h).await.unwrap_err().is_not_found());
+    assert!(b.get(&h).await.unwrap_err().is_not_found());
+    assert_eq!(b.list(Kind::Snapshot, "").await.unwrap().len(), n - 1);
+}
+
+fn block_on_multi<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn the_sftp_backend_keeps_the_contract_under_concurrency() {
+    let sshd = Sshd::start();
+    let env = Env::new();
+    let config = SftpConfig {
+        user: sshd.user.clone(),
+        host: "127.0.0.1".into(),
+        port: sshd.port,
+        path: env.path("remote/repo").display().to_string(),
+        key_file: Some(sshd.client_key.clone()),
+        known_hosts: sshd.known_hosts.clone(),
+        agent: None,
+        home: None,
+    };
+    let b: std::sync::Arc<dyn Backend> = std::sync::Arc::new(Retry::new(SftpBackend::new(config)));
+    block_on_multi(async {
+        b.create().await.unwrap();
+        exercise(b, 1100).await;
+    });
+}
+
+#[test]
+fn the_s3_backend_keeps_the_contract_under_concurrency() {
+    let moto = Moto::start();
+    let s3 = s3_backend(&moto, "contract", "p").with_page_size(100);
+    let b: std::sync::Arc<dyn Backend> = std::sync::Arc::new(Retry::new(s3));
+    block_on_multi(async {
+        b.create().await.unwrap();
+        exercise(b, 250).await;
+    });
+}

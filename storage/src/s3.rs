@@ -68,6 +68,7 @@ impl S3Config {
 pub struct S3Backend {
     config: S3Config,
     bucket: Box<Bucket>,
+    page_size: usize,
 }
 
 impl S3Backend {
@@ -109,7 +110,18 @@ impl S3Backend {
         // Retrying is the job of the Retry wrapper, which knows which
         // answers are permanent: the client's own retries would multiply.
         s3::set_retries(0);
-        Ok(S3Backend { config, bucket })
+        Ok(S3Backend {
+            config,
+            bucket,
+            page_size: 1000,
+        })
+    }
+
+    /// Keys asked for per listing page (1000, the most S3 gives, unless
+    /// set); smaller pages make tests cross page boundaries cheaply.
+    pub fn with_page_size(mut self, keys: usize) -> Self {
+        self.page_size = keys.clamp(1, 1000);
+        self
     }
 
     fn key(&self, rel: &str) -> String {
@@ -137,7 +149,7 @@ impl S3Backend {
                 delimiter: None,
                 continuation_token: token.clone(),
                 start_after: None,
-                max_keys: Some(1000),
+                max_keys: Some(self.page_size),
             };
             let request = ReqwestRequest::new(&self.bucket, "/", command)
                 .await

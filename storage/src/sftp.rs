@@ -37,6 +37,9 @@ use crate::{Backend, Error, Handle, Kind, ObjectInfo, Result};
 const CHUNK: u64 = 64 * 1024;
 /// Requests in flight per transfer.
 const IN_FLIGHT: usize = 32;
+/// Files open at once on the server: further calls wait for a turn, so
+/// thousands of concurrent calls cannot exhaust the server's file handles.
+const OPEN_FILES: usize = 64;
 
 /// Where an SFTP repository lives and how to authenticate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +166,7 @@ struct Conn {
 pub struct SftpBackend {
     config: Arc<SftpConfig>,
     conn: Mutex<Option<Arc<Conn>>>,
+    open_files: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for SftpBackend {
@@ -204,6 +208,7 @@ impl SftpBackend {
         SftpBackend {
             config: Arc::new(config),
             conn: Mutex::new(None),
+            open_files: tokio::sync::Semaphore::new(OPEN_FILES),
         }
     }
 
@@ -212,6 +217,14 @@ impl SftpBackend {
             "{}@{}:{}",
             self.config.user, self.config.host, self.config.port
         )
+    }
+
+    /// Waits for a turn to open a file.
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.open_files
+            .acquire()
+            .await
+            .map_err(|e| Error::Task(e.to_string()))
     }
 
     /// The open connection, or a new one.
@@ -687,12 +700,14 @@ impl Backend for SftpBackend {
     }
 
     async fn put(&self, handle: &Handle, data: Bytes) -> Result<()> {
+        let _turn = self.turn().await?;
         let conn = self.conn().await?;
         let path = Self::abs(&conn, &handle.relative_path());
         self.write_object(&conn, &path, &data).await
     }
 
     async fn get(&self, handle: &Handle) -> Result<Bytes> {
+        let _turn = self.turn().await?;
         let conn = self.conn().await?;
         let path = Self::abs(&conn, &handle.relative_path());
         let file = self.open_read(&conn, handle, &path).await?;
@@ -724,6 +739,7 @@ impl Backend for SftpBackend {
     }
 
     async fn get_range(&self, handle: &Handle, offset: u64, length: u64) -> Result<Bytes> {
+        let _turn = self.turn().await?;
         let short = || Error::ShortRead {
             handle: handle.clone(),
             offset,
