@@ -37,9 +37,12 @@ use crate::{Backend, Error, Handle, Kind, ObjectInfo, Result};
 const CHUNK: u64 = 64 * 1024;
 /// Requests in flight per transfer.
 const IN_FLIGHT: usize = 32;
-/// Files open at once on the server: further calls wait for a turn, so
-/// thousands of concurrent calls cannot exhaust the server's file handles.
-const OPEN_FILES: usize = 64;
+/// Files and folders open at once on one connection; further calls wait
+/// for a turn. This must stay below 128: OpenSSH's handles are 4-byte
+/// big-endian numbers, and russh-sftp 3.0 decodes handles as UTF-8 text,
+/// lossily, so handle number 128 and above is mangled and the server
+/// answers "Failure" (seen with 1100 concurrent puts).
+const OPEN_FILES: usize = 100;
 
 /// Where an SFTP repository lives and how to authenticate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -467,7 +470,6 @@ impl SftpBackend {
         &self,
         conn: &Arc<Conn>,
         file: &str,
-        path: &str,
         offset: u64,
         length: u64,
     ) -> std::result::Result<Option<Bytes>, SftpError> {
@@ -481,7 +483,6 @@ impl SftpBackend {
             .buffered(IN_FLIGHT)
             .try_collect()
             .await?;
-        let _ = path;
         let mut out = BytesMut::with_capacity(usize::try_from(length).unwrap_or(0));
         for part in parts {
             match part {
@@ -587,6 +588,7 @@ impl SftpBackend {
 
     /// The files of one folder: (name, size), without hidden names.
     async fn read_dir(&self, conn: &Arc<Conn>, dir: &str) -> Result<Vec<(String, u64)>> {
+        let _turn = self.turn().await?;
         let handle = match conn.sftp.opendir(dir).await {
             Ok(h) => h.handle,
             Err(e) if Self::is_missing(&e) => return Ok(Vec::new()),
@@ -719,7 +721,7 @@ impl Backend for SftpBackend {
                 .attrs
                 .size
                 .unwrap_or(0);
-            let data = self.read_at(&conn, &file, &path, 0, size).await?;
+            let data = self.read_at(&conn, &file, 0, size).await?;
             Ok::<_, SftpError>(data)
         }
         .await;
@@ -760,7 +762,7 @@ impl Backend for SftpBackend {
                     .unwrap_or(0);
                 return Ok((offset <= size).then(Bytes::new));
             }
-            self.read_at(&conn, &file, &path, offset, length).await
+            self.read_at(&conn, &file, offset, length).await
         }
         .await;
         let _ = conn.sftp.close(file.as_str()).await;
