@@ -26,6 +26,9 @@ use rand::Rng as _;
 
 use crate::{Backend, Error, Handle, Kind, ObjectInfo, Result};
 
+/// The transfer size assumed for the timeout of a whole-object read.
+const WHOLE_OBJECT_HINT: u64 = 64 << 20;
+
 /// How hard [`Retry`] tries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -172,7 +175,10 @@ impl<B: Backend> Backend for Retry<B> {
     }
 
     async fn get(&self, handle: &Handle) -> Result<Bytes> {
-        self.run("get", 0, || self.inner.get(handle)).await
+        // The size of a whole-object read is not known in advance: allow
+        // for a large pack.
+        self.run("get", WHOLE_OBJECT_HINT, || self.inner.get(handle))
+            .await
     }
 
     async fn get_range(&self, handle: &Handle, offset: u64, length: u64) -> Result<Bytes> {

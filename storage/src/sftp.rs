@@ -165,6 +165,41 @@ struct Conn {
     root: String,
 }
 
+/// Closes a server-side handle if the call that opened it is dropped
+/// before closing it (a timeout of the retry layer cancels calls), so
+/// cancelled calls do not pile up open handles on the server.
+struct CloseOnDrop {
+    conn: Arc<Conn>,
+    handle: Option<String>,
+}
+
+impl CloseOnDrop {
+    fn new(conn: &Arc<Conn>, handle: &str) -> Self {
+        CloseOnDrop {
+            conn: conn.clone(),
+            handle: Some(handle.to_owned()),
+        }
+    }
+
+    /// The caller closes the handle itself.
+    fn disarm(&mut self) {
+        self.handle = None;
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let conn = self.conn.clone();
+                runtime.spawn(async move {
+                    let _ = conn.sftp.close(handle).await;
+                });
+            }
+        }
+    }
+}
+
 /// A repository stored on an SFTP server.
 pub struct SftpBackend {
     config: Arc<SftpConfig>,
@@ -554,6 +589,7 @@ impl SftpBackend {
             }
             Err(e) => return Err(self.fail(conn, "create", &tmp, e).await),
         };
+        let mut guard = CloseOnDrop::new(conn, &file);
         let written: std::result::Result<(), SftpError> = async {
             let chunks = (data.len() as u64).div_ceil(CHUNK);
             futures::stream::iter(0..chunks)
@@ -573,6 +609,7 @@ impl SftpBackend {
             Ok(())
         }
         .await;
+        guard.disarm();
         let closed = conn.sftp.close(file.as_str()).await;
         let result = match (written, closed) {
             (Err(e), _) | (Ok(()), Err(e)) => Err(self.fail(conn, "write", &tmp, e).await),
@@ -594,6 +631,7 @@ impl SftpBackend {
             Err(e) if Self::is_missing(&e) => return Ok(Vec::new()),
             Err(e) => return Err(self.fail(conn, "list", dir, e).await),
         };
+        let mut guard = CloseOnDrop::new(conn, &handle);
         let mut out = Vec::new();
         let result = loop {
             match conn.sftp.readdir(handle.as_str()).await {
@@ -620,6 +658,7 @@ impl SftpBackend {
                 Err(e) => break Err(e),
             }
         };
+        guard.disarm();
         let _ = conn.sftp.close(handle.as_str()).await;
         match result {
             Ok(()) => Ok(out),
@@ -713,6 +752,7 @@ impl Backend for SftpBackend {
         let conn = self.conn().await?;
         let path = Self::abs(&conn, &handle.relative_path());
         let file = self.open_read(&conn, handle, &path).await?;
+        let mut guard = CloseOnDrop::new(&conn, &file);
         let result = async {
             let size = conn
                 .sftp
@@ -725,6 +765,7 @@ impl Backend for SftpBackend {
             Ok::<_, SftpError>(data)
         }
         .await;
+        guard.disarm();
         let _ = conn.sftp.close(file.as_str()).await;
         match result {
             Ok(Some(data)) => Ok(data),
@@ -751,6 +792,7 @@ impl Backend for SftpBackend {
         let conn = self.conn().await?;
         let path = Self::abs(&conn, &handle.relative_path());
         let file = self.open_read(&conn, handle, &path).await?;
+        let mut guard = CloseOnDrop::new(&conn, &file);
         let result = async {
             if length == 0 {
                 let size = conn
@@ -765,6 +807,7 @@ impl Backend for SftpBackend {
             self.read_at(&conn, &file, offset, length).await
         }
         .await;
+        guard.disarm();
         let _ = conn.sftp.close(file.as_str()).await;
         match result {
             Ok(Some(data)) => Ok(data),
