@@ -493,3 +493,55 @@ fn the_s3_backend_keeps_the_contract_under_concurrency() {
         exercise(b, 250).await;
     });
 }
+
+#[test]
+fn sftp_logs_in_with_the_ssh_agent() {
+    let sshd = Sshd::start();
+    let env = Env::new();
+    let sock = env.path("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start ssh-agent (openssh-client)");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ssh-agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&sshd.client_key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let r = RemoteEnv {
+        url: sshd.url(&env.path("remote/repo")),
+        vars: vec![
+            ("SSH_AUTH_SOCK".into(), sock.clone().into()),
+            (
+                "KITH_SSH_KNOWN_HOSTS".into(),
+                sshd.known_hosts.clone().into(),
+            ),
+        ],
+        env,
+    };
+    r.ok(INIT);
+    r.ok(&["snapshots"]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    // Without the agent and without a key, the message says what to set.
+    let out = r.run(&["snapshots"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("KITH_SSH_KEY"), "{stderr}");
+}
