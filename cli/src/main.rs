@@ -17,12 +17,19 @@ use crate::args::{Cli, Command};
 use crate::context::Context;
 use crate::error::CliError;
 
-// kith allocates and frees pack-sized buffers (16 MiB) all the time. glibc's
-// malloc raises its mmap threshold after such a free and then keeps the
-// memory in its arenas, which more than doubled peak RSS in benchmarks;
-// mimalloc returns it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// kith allocates and frees pack-sized buffers (MiBs) all the time. glibc's
+/// malloc raises its mmap threshold after each such free and from then on
+/// keeps the memory in its arenas, which nearly doubled peak RSS in
+/// benchmarks (docs/BENCHMARKS.md). A fixed threshold keeps large buffers in
+/// their own mappings, returned to the system when freed.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets a malloc parameter; it is called once, before
+    // any other thread exists, with a documented parameter and value.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
 
 async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
     match command {
@@ -56,6 +63,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -25,7 +25,7 @@ use super::plan::Plan;
 /// Blobs closer than this are read together, gap included.
 const MAX_GAP: u64 = 1024 * 1024;
 /// Longest single ranged read.
-const MAX_RANGE: u64 = 8 * 1024 * 1024;
+const MAX_RANGE: u64 = 4 * 1024 * 1024;
 
 struct Range {
     pack: PackId,
