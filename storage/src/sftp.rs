@@ -105,6 +105,9 @@ impl SftpConfig {
 struct Client {
     config: Arc<SftpConfig>,
     refusal: Arc<std::sync::Mutex<Option<String>>>,
+    /// Dropped with the handler when the connection's task ends, which
+    /// wakes every call waiting on [`Conn::closed`].
+    _alive: tokio::sync::watch::Sender<()>,
 }
 
 impl Client {
@@ -163,6 +166,8 @@ struct Conn {
     posix_rename: bool,
     /// The repository folder, canonical.
     root: String,
+    /// Ends (with an error) when the connection is gone.
+    closed: tokio::sync::watch::Receiver<()>,
 }
 
 /// Closes a server-side handle if the call that opened it is dropped
@@ -279,6 +284,28 @@ impl SftpBackend {
         Ok(conn)
     }
 
+    /// Runs `work` on `conn`, failing at once with a transient
+    /// [`Error::Connection`] when the connection drops meanwhile: requests
+    /// in flight on a dead connection would otherwise wait for their
+    /// timeout.
+    async fn guarded<T>(
+        &self,
+        conn: &Arc<Conn>,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let mut closed = conn.closed.clone();
+        tokio::select! {
+            result = work => result,
+            _ = closed.changed() => {
+                self.drop_conn(conn).await;
+                Err(Error::Connection {
+                    location: self.server(),
+                    message: "the connection dropped".into(),
+                })
+            }
+        }
+    }
+
     /// Forgets `conn` if it is still the current connection.
     async fn drop_conn(&self, conn: &Arc<Conn>) {
         let mut guard = self.conn.lock().await;
@@ -302,9 +329,11 @@ impl SftpBackend {
             ..Default::default()
         });
         let refusal = Arc::new(std::sync::Mutex::new(None));
+        let (alive, closed) = tokio::sync::watch::channel(());
         let handler = Client {
             config: self.config.clone(),
             refusal: refusal.clone(),
+            _alive: alive,
         };
         let addr = (self.config.host.as_str(), self.config.port);
         let mut ssh = match client::connect(ssh_config, addr, handler).await {
@@ -356,6 +385,7 @@ impl SftpBackend {
             sftp,
             posix_rename,
             root,
+            closed,
         })
     }
 
@@ -375,6 +405,9 @@ impl SftpBackend {
             let key = try_key(path.clone()).await.map_err(auth_err)?;
             return match ssh.authenticate_publickey(user, key).await {
                 Ok(r) if r.success() => Ok(()),
+                // A connection that died during the exchange also reads
+                // as a refusal: it is not one.
+                Ok(_) if ssh.is_closed() => Err(unreachable_auth_closed(self)),
                 Ok(_) => Err(auth_err(format!(
                     "the server refused the key {} (KITH_SSH_KEY)",
                     path.display()
@@ -416,6 +449,9 @@ impl SftpBackend {
                     Err(e) => return Err(unreachable_auth(self, e)),
                 }
             }
+        }
+        if ssh.is_closed() {
+            return Err(unreachable_auth_closed(self));
         }
         Err(auth_err(if tried.is_empty() {
             "no key to log in with: set KITH_SSH_KEY to a private key file or start an ssh-agent (SSH_AUTH_SOCK)".into()
@@ -689,6 +725,13 @@ async fn read_full(
     Ok(Some(out))
 }
 
+fn unreachable_auth_closed(b: &SftpBackend) -> Error {
+    Error::Connection {
+        location: b.server(),
+        message: "connection lost while logging in".into(),
+    }
+}
+
 fn unreachable_auth(b: &SftpBackend, e: russh::Error) -> Error {
     Error::Connection {
         location: b.server(),
@@ -710,75 +753,84 @@ impl Backend for SftpBackend {
 
     async fn create(&self) -> Result<()> {
         let conn = self.conn().await?;
-        let config = Self::abs(&conn, "config");
-        if conn.sftp.stat(config.as_str()).await.is_ok() {
-            return Err(Error::Remote {
-                op: "create repository at",
-                path: conn.root.clone(),
-                message: "a repository already exists here".into(),
-                transient: false,
-            });
-        }
-        self.mkdir_all(&conn, &conn.root.clone()).await?;
-        for kind in Kind::ALL {
-            if kind != Kind::Config {
-                self.mkdir(&conn, &Self::abs(&conn, kind.dir())).await?;
+        self.guarded(&conn, async {
+            let config = Self::abs(&conn, "config");
+            if conn.sftp.stat(config.as_str()).await.is_ok() {
+                return Err(Error::Remote {
+                    op: "create repository at",
+                    path: conn.root.clone(),
+                    message: "a repository already exists here".into(),
+                    transient: false,
+                });
             }
-        }
-        let packs = Self::abs(&conn, Kind::Pack.dir());
-        futures::stream::iter(0..=255u8)
-            .map(|fan| {
-                let dir = format!("{packs}/{fan:02x}");
-                let conn = &conn;
-                async move { self.mkdir(conn, &dir).await }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
-        // The root may have been created just now: learn its canonical name.
-        self.drop_conn(&conn).await;
-        Ok(())
+            self.mkdir_all(&conn, &conn.root.clone()).await?;
+            for kind in Kind::ALL {
+                if kind != Kind::Config {
+                    self.mkdir(&conn, &Self::abs(&conn, kind.dir())).await?;
+                }
+            }
+            let packs = Self::abs(&conn, Kind::Pack.dir());
+            futures::stream::iter(0..=255u8)
+                .map(|fan| {
+                    let dir = format!("{packs}/{fan:02x}");
+                    let conn = &conn;
+                    async move { self.mkdir(conn, &dir).await }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect::<Vec<()>>()
+                .await?;
+            // The root may have been created just now: learn its canonical name.
+            self.drop_conn(&conn).await;
+            Ok(())
+        })
+        .await
     }
 
     async fn put(&self, handle: &Handle, data: Bytes) -> Result<()> {
         let _turn = self.turn().await?;
         let conn = self.conn().await?;
-        let path = Self::abs(&conn, &handle.relative_path());
-        self.write_object(&conn, &path, &data).await
+        self.guarded(&conn, async {
+            let path = Self::abs(&conn, &handle.relative_path());
+            self.write_object(&conn, &path, &data).await
+        })
+        .await
     }
 
     async fn get(&self, handle: &Handle) -> Result<Bytes> {
         let _turn = self.turn().await?;
         let conn = self.conn().await?;
-        let path = Self::abs(&conn, &handle.relative_path());
-        let file = self.open_read(&conn, handle, &path).await?;
-        let mut guard = CloseOnDrop::new(&conn, &file);
-        let result = async {
-            let size = conn
-                .sftp
-                .fstat(file.as_str())
-                .await?
-                .attrs
-                .size
-                .unwrap_or(0);
-            let data = self.read_at(&conn, &file, 0, size).await?;
-            Ok::<_, SftpError>(data)
-        }
-        .await;
-        guard.disarm();
-        let _ = conn.sftp.close(file.as_str()).await;
-        match result {
-            Ok(Some(data)) => Ok(data),
-            // The object shrank while it was read: objects are immutable,
-            // so this is a broken transfer.
-            Ok(None) => Err(Error::Remote {
-                op: "read",
-                path,
-                message: "the object ended early".into(),
-                transient: true,
-            }),
-            Err(e) => Err(self.fail(&conn, "read", &path, e).await),
-        }
+        self.guarded(&conn, async {
+            let path = Self::abs(&conn, &handle.relative_path());
+            let file = self.open_read(&conn, handle, &path).await?;
+            let mut guard = CloseOnDrop::new(&conn, &file);
+            let result = async {
+                let size = conn
+                    .sftp
+                    .fstat(file.as_str())
+                    .await?
+                    .attrs
+                    .size
+                    .unwrap_or(0);
+                let data = self.read_at(&conn, &file, 0, size).await?;
+                Ok::<_, SftpError>(data)
+            }
+            .await;
+            guard.disarm();
+            let _ = conn.sftp.close(file.as_str()).await;
+            match result {
+                Ok(Some(data)) => Ok(data),
+                // The object shrank while it was read: objects are immutable,
+                // so this is a broken transfer.
+                Ok(None) => Err(Error::Remote {
+                    op: "read",
+                    path,
+                    message: "the object ended early".into(),
+                    transient: true,
+                }),
+                Err(e) => Err(self.fail(&conn, "read", &path, e).await),
+            }
+        })
+        .await
     }
 
     async fn get_range(&self, handle: &Handle, offset: u64, length: u64) -> Result<Bytes> {
@@ -790,103 +842,115 @@ impl Backend for SftpBackend {
         };
         offset.checked_add(length).ok_or_else(short)?;
         let conn = self.conn().await?;
-        let path = Self::abs(&conn, &handle.relative_path());
-        let file = self.open_read(&conn, handle, &path).await?;
-        let mut guard = CloseOnDrop::new(&conn, &file);
-        let result = async {
-            if length == 0 {
-                let size = conn
-                    .sftp
-                    .fstat(file.as_str())
-                    .await?
-                    .attrs
-                    .size
-                    .unwrap_or(0);
-                return Ok((offset <= size).then(Bytes::new));
+        self.guarded(&conn, async {
+            let path = Self::abs(&conn, &handle.relative_path());
+            let file = self.open_read(&conn, handle, &path).await?;
+            let mut guard = CloseOnDrop::new(&conn, &file);
+            let result = async {
+                if length == 0 {
+                    let size = conn
+                        .sftp
+                        .fstat(file.as_str())
+                        .await?
+                        .attrs
+                        .size
+                        .unwrap_or(0);
+                    return Ok((offset <= size).then(Bytes::new));
+                }
+                self.read_at(&conn, &file, offset, length).await
             }
-            self.read_at(&conn, &file, offset, length).await
-        }
-        .await;
-        guard.disarm();
-        let _ = conn.sftp.close(file.as_str()).await;
-        match result {
-            Ok(Some(data)) => Ok(data),
-            Ok(None) => Err(short()),
-            Err(e) => Err(self.fail(&conn, "read", &path, e).await),
-        }
+            .await;
+            guard.disarm();
+            let _ = conn.sftp.close(file.as_str()).await;
+            match result {
+                Ok(Some(data)) => Ok(data),
+                Ok(None) => Err(short()),
+                Err(e) => Err(self.fail(&conn, "read", &path, e).await),
+            }
+        })
+        .await
     }
 
     async fn list(&self, kind: Kind, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let conn = self.conn().await?;
-        let mut out = Vec::new();
-        let mut push = |name: String, size: u64| {
-            if size == u64::MAX || !name.starts_with(prefix) {
-                return;
-            }
-            if let Ok(handle) = Handle::new(kind, name) {
-                out.push(ObjectInfo { handle, size });
-            }
-        };
-        match kind {
-            Kind::Config => {
-                if let Ok(attrs) = conn.sftp.stat(Self::abs(&conn, "config")).await {
-                    push("config".into(), attrs.attrs.size.unwrap_or(0));
+        self.guarded(&conn, async {
+            let mut out = Vec::new();
+            let mut push = |name: String, size: u64| {
+                if size == u64::MAX || !name.starts_with(prefix) {
+                    return;
+                }
+                if let Ok(handle) = Handle::new(kind, name) {
+                    out.push(ObjectInfo { handle, size });
+                }
+            };
+            match kind {
+                Kind::Config => {
+                    if let Ok(attrs) = conn.sftp.stat(Self::abs(&conn, "config")).await {
+                        push("config".into(), attrs.attrs.size.unwrap_or(0));
+                    }
+                }
+                Kind::Pack => {
+                    let packs = Self::abs(&conn, Kind::Pack.dir());
+                    let fans: Vec<String> = match prefix.get(..2) {
+                        Some(fan) => vec![fan.to_owned()],
+                        None => self
+                            .read_dir(&conn, &packs)
+                            .await?
+                            .into_iter()
+                            .filter(|(_, size)| *size == u64::MAX)
+                            .map(|(name, _)| name)
+                            .collect(),
+                    };
+                    let listings: Vec<Vec<(String, u64)>> = futures::stream::iter(fans)
+                        .map(|fan| {
+                            let dir = format!("{packs}/{fan}");
+                            let conn = &conn;
+                            async move { self.read_dir(conn, &dir).await }
+                        })
+                        .buffer_unordered(IN_FLIGHT)
+                        .try_collect()
+                        .await?;
+                    for (name, size) in listings.into_iter().flatten() {
+                        push(name, size);
+                    }
+                }
+                _ => {
+                    for (name, size) in self.read_dir(&conn, &Self::abs(&conn, kind.dir())).await? {
+                        push(name, size);
+                    }
                 }
             }
-            Kind::Pack => {
-                let packs = Self::abs(&conn, Kind::Pack.dir());
-                let fans: Vec<String> = match prefix.get(..2) {
-                    Some(fan) => vec![fan.to_owned()],
-                    None => self
-                        .read_dir(&conn, &packs)
-                        .await?
-                        .into_iter()
-                        .filter(|(_, size)| *size == u64::MAX)
-                        .map(|(name, _)| name)
-                        .collect(),
-                };
-                let listings: Vec<Vec<(String, u64)>> = futures::stream::iter(fans)
-                    .map(|fan| {
-                        let dir = format!("{packs}/{fan}");
-                        let conn = &conn;
-                        async move { self.read_dir(conn, &dir).await }
-                    })
-                    .buffer_unordered(IN_FLIGHT)
-                    .try_collect()
-                    .await?;
-                for (name, size) in listings.into_iter().flatten() {
-                    push(name, size);
-                }
-            }
-            _ => {
-                for (name, size) in self.read_dir(&conn, &Self::abs(&conn, kind.dir())).await? {
-                    push(name, size);
-                }
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn stat(&self, handle: &Handle) -> Result<ObjectInfo> {
         let conn = self.conn().await?;
-        let path = Self::abs(&conn, &handle.relative_path());
-        match conn.sftp.stat(path.as_str()).await {
-            Ok(attrs) => Ok(ObjectInfo {
-                handle: handle.clone(),
-                size: attrs.attrs.size.unwrap_or(0),
-            }),
-            Err(e) if Self::is_missing(&e) => Err(Error::NotFound(handle.clone())),
-            Err(e) => Err(self.fail(&conn, "stat", &path, e).await),
-        }
+        self.guarded(&conn, async {
+            let path = Self::abs(&conn, &handle.relative_path());
+            match conn.sftp.stat(path.as_str()).await {
+                Ok(attrs) => Ok(ObjectInfo {
+                    handle: handle.clone(),
+                    size: attrs.attrs.size.unwrap_or(0),
+                }),
+                Err(e) if Self::is_missing(&e) => Err(Error::NotFound(handle.clone())),
+                Err(e) => Err(self.fail(&conn, "stat", &path, e).await),
+            }
+        })
+        .await
     }
 
     async fn delete(&self, handle: &Handle) -> Result<()> {
         let conn = self.conn().await?;
-        let path = Self::abs(&conn, &handle.relative_path());
-        match conn.sftp.remove(path.as_str()).await {
-            Ok(_) => Ok(()),
-            Err(e) if Self::is_missing(&e) => Ok(()),
-            Err(e) => Err(self.fail(&conn, "delete", &path, e).await),
-        }
+        self.guarded(&conn, async {
+            let path = Self::abs(&conn, &handle.relative_path());
+            match conn.sftp.remove(path.as_str()).await {
+                Ok(_) => Ok(()),
+                Err(e) if Self::is_missing(&e) => Ok(()),
+                Err(e) => Err(self.fail(&conn, "delete", &path, e).await),
+            }
+        })
+        .await
     }
 }
