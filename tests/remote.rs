@@ -545,3 +545,61 @@ fn sftp_logs_in_with_the_ssh_agent() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("KITH_SSH_KEY"), "{stderr}");
 }
+
+#[test]
+fn a_backup_over_sftp_survives_dropped_connections() {
+    let sshd = Sshd::start();
+    let env = Env::new();
+    let repo = env.path("remote/repo");
+    let r = RemoteEnv {
+        url: sshd.url(&repo),
+        vars: sshd.vars(),
+        env,
+    };
+    r.ok(INIT);
+    let src = r.env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut rng = Rng::new(99);
+    for i in 0..8 {
+        fs::write(src.join(format!("f{i}")), rng.bytes(2_500_000)).unwrap();
+    }
+    // Kill every SSH connection three times, 400 ms apart, while the
+    // backup runs: each kill breaks the transfers in flight, which are
+    // retried on a new connection.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let kills = std::thread::scope(|scope| {
+        let killer = scope.spawn(|| {
+            let mut kills = 0;
+            for _ in 0..3 {
+                for _ in 0..40 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return kills;
+                    }
+                }
+                kills += sshd.drop_connections();
+            }
+            kills
+        });
+        let out = r.run(&["backup", src.to_str().unwrap()]);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let kills = killer.join().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        kills
+    });
+    // A dropped connection is noticed at once, not after a timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        kills >= 1,
+        "the backup outlived at least one dropped connection"
+    );
+    let target = r.env.path("target");
+    r.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &Env::restored(&target, &src));
+}
