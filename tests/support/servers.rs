@@ -21,6 +21,27 @@ pub fn free_port() -> u16 {
         .expect("pick a free port on 127.0.0.1")
 }
 
+/// A command for `program` that the kernel kills when the test that started
+/// it dies (`setpriv --pdeathsig KILL`, from util-linux, when present), so a
+/// test killed by a timeout leaves no server behind.
+fn server_command(program: &Path) -> Command {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if setpriv.exists() {
+        let mut c = Command::new(setpriv);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// `name` found on `PATH`.
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Waits until `port` accepts connections, or the child exits, or 15 s pass.
 fn wait_for_port(child: &mut Child, port: u16, what: &str, log: &Path) {
     let start = Instant::now();
@@ -139,7 +160,7 @@ impl Sshd {
         let known_hosts = d.join("known_hosts");
         fs::write(&known_hosts, format!("[127.0.0.1]:{port} {alg} {key}\n")).expect("known_hosts");
         let log = d.join("sshd.log");
-        let mut child = Command::new(sshd)
+        let mut child = server_command(sshd)
             .args(["-D", "-e", "-f"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -236,17 +257,20 @@ impl Moto {
             .expect("tempdir");
         let port = free_port();
         let log = dir.path().join("moto.log");
-        let spawn = |program: &str, pre: &[&str]| {
-            Command::new(program)
-                .args(pre)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(&log).expect("moto log"))
-                .stderr(fs::File::create(dir.path().join("moto.err")).expect("moto log"))
-                .spawn()
+        let (program, pre): (PathBuf, &[&str]) = match find_in_path("moto_server") {
+            Some(p) => (p, &[]),
+            None => (
+                find_in_path("python3").unwrap_or_else(|| "python3".into()),
+                &["-m", "moto.server"],
+            ),
         };
-        let mut child = spawn("moto_server", &[])
-            .or_else(|_| spawn("python3", &["-m", "moto.server"]))
+        let mut child = server_command(&program)
+            .args(pre)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).expect("moto log"))
+            .stderr(fs::File::create(dir.path().join("moto.err")).expect("moto log"))
+            .spawn()
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start moto_server: {e}; install it with \
