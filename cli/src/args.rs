@@ -68,6 +68,44 @@ pub(crate) enum Command {
     Repair(RepairCommand),
     /// Remove stale locks and session markers.
     Unlock(UnlockArgs),
+    /// Forget snapshots by a retention policy or by id (data stays until a prune).
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForgetArgs {
+    /// Forget exactly these snapshots (ids or prefixes) instead of applying a policy.
+    pub(crate) snapshots: Vec<String>,
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_yearly: Option<u32>,
+    /// Keep every snapshot this close to the newest one, e.g. `1y2m3d4h`.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) keep_within: Option<String>,
+    /// Keep snapshots with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub(crate) keep_tags: Vec<String>,
+    /// Group snapshots by `host`, `paths`, both (`host,paths`, the default) or nothing (``).
+    #[arg(long, default_value = "host,paths")]
+    pub(crate) group_by: String,
+    /// Show what would be forgotten without removing anything.
+    #[arg(short = 'n', long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 mod error;
+pub mod forget;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod id;

@@ -1,0 +1,417 @@
+//! Forget: which snapshots a retention policy keeps, and the removal of the
+//! others. Forgetting removes snapshot records only; the data they alone
+//! referred to stays until a prune removes it.
+//!
+//! Snapshots are grouped (by host and paths unless told otherwise) and each
+//! group is judged on its own, newest first, as restic and borg do: a
+//! snapshot is kept when any rule keeps it. Calendar buckets (hour, day,
+//! ISO week, month, year) are taken in UTC.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use kith_storage::{Handle, Kind};
+
+use crate::id::SnapshotId;
+use crate::lock;
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::{Error, Result};
+
+/// How many snapshots each rule keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetentionPolicy {
+    /// The newest n.
+    pub last: Option<u32>,
+    /// The newest of each of the last n hours that have snapshots.
+    pub hourly: Option<u32>,
+    /// Likewise per day.
+    pub daily: Option<u32>,
+    /// Likewise per ISO week.
+    pub weekly: Option<u32>,
+    /// Likewise per month.
+    pub monthly: Option<u32>,
+    /// Likewise per year.
+    pub yearly: Option<u32>,
+    /// Everything this close to the group's newest snapshot.
+    pub within: Option<Duration>,
+    /// Everything carrying one of these tags.
+    pub tags: Vec<String>,
+}
+
+impl RetentionPolicy {
+    /// True when no rule is set (which would forget everything).
+    pub fn is_empty(&self) -> bool {
+        self.last.is_none()
+            && self.hourly.is_none()
+            && self.daily.is_none()
+            && self.weekly.is_none()
+            && self.monthly.is_none()
+            && self.yearly.is_none()
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+/// How snapshots are grouped before the policy applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupBy {
+    /// Separate groups per host.
+    pub host: bool,
+    /// Separate groups per set of paths.
+    pub paths: bool,
+}
+
+impl Default for GroupBy {
+    fn default() -> Self {
+        GroupBy {
+            host: true,
+            paths: true,
+        }
+    }
+}
+
+/// The verdict on one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// Its group key (host and paths, as grouped).
+    pub group: String,
+    /// Kept or forgotten.
+    pub keep: bool,
+    /// The rules that keep it.
+    pub reasons: Vec<String>,
+}
+
+/// Days since 1970-01-01 to (year, month), proleptic Gregorian, UTC.
+fn year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+fn buckets(time_ns: i64) -> [i64; 5] {
+    let secs = time_ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let (year, month) = year_month(days);
+    // 1970-01-01 was a Thursday; weeks start on Monday, as ISO weeks do.
+    let week = (days + 3).div_euclid(7);
+    [secs.div_euclid(3600), days, week, year * 12 + month, year]
+}
+
+fn group_key(s: &Snapshot, by: GroupBy) -> String {
+    let mut key = String::new();
+    if by.host {
+        key.push_str(&s.host);
+    }
+    if by.paths {
+        key.push(' ');
+        key.push_str(&s.paths.join(","));
+    }
+    key
+}
+
+/// Applies `policy` to `snapshots`; decisions come newest first per group.
+pub fn apply_policy(
+    snapshots: &[(SnapshotId, Snapshot)],
+    policy: &RetentionPolicy,
+    group_by: GroupBy,
+) -> Vec<Decision> {
+    let mut groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for s in snapshots {
+        groups.entry(group_key(&s.1, group_by)).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (group, mut list) in groups {
+        list.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+        let newest = list.first().map(|s| s.1.time).unwrap_or(0);
+        let rules = [
+            ("hourly", policy.hourly),
+            ("daily", policy.daily),
+            ("weekly", policy.weekly),
+            ("monthly", policy.monthly),
+            ("yearly", policy.yearly),
+        ];
+        let mut seen: [HashSet<i64>; 5] = Default::default();
+        for (i, (id, s)) in list.iter().map(|s| (&s.0, &s.1)).enumerate() {
+            let mut reasons = Vec::new();
+            if policy.last.is_some_and(|n| (i as u64) < u64::from(n)) {
+                reasons.push("last".to_owned());
+            }
+            let b = buckets(s.time);
+            for (r, (name, limit)) in rules.iter().enumerate() {
+                if let Some(n) = limit {
+                    if seen[r].len() < *n as usize && seen[r].insert(b[r]) {
+                        reasons.push((*name).to_owned());
+                    }
+                }
+            }
+            if let Some(within) = policy.within {
+                let age = newest.saturating_sub(s.time);
+                if age <= i64::try_from(within.as_nanos()).unwrap_or(i64::MAX) {
+                    reasons.push("within".to_owned());
+                }
+            }
+            if s.tags.iter().any(|t| policy.tags.contains(t)) {
+                reasons.push("tag".to_owned());
+            }
+            out.push(Decision {
+                id: *id,
+                group: group.clone(),
+                keep: !reasons.is_empty(),
+                reasons,
+            });
+        }
+    }
+    out
+}
+
+/// Parses durations like `2y5m7d3h` (years, months of 30 days, weeks, days, hours).
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().map_err(|_| {
+            Error::InvalidInput(format!("duration {text:?}: expected a number before {c:?}"))
+        })?;
+        number.clear();
+        let hours = match c {
+            'y' => 365 * 24,
+            'm' => 30 * 24,
+            'w' => 7 * 24,
+            'd' => 24,
+            'h' => 1,
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "duration {text:?}: unknown unit {c:?} (use y, m, w, d, h)"
+                )))
+            }
+        };
+        total = total.saturating_add(n.saturating_mul(hours));
+    }
+    if !number.is_empty() || text.trim().is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "duration {text:?}: every number needs a unit (y, m, w, d, h)"
+        )));
+    }
+    Ok(Duration::from_secs(total.saturating_mul(3600)))
+}
+
+/// What `forget` did or would do.
+#[derive(Clone, Debug, Default)]
+pub struct ForgetReport {
+    /// Every verdict.
+    pub decisions: Vec<Decision>,
+    /// Snapshots removed (none on a dry run).
+    pub removed: Vec<SnapshotId>,
+}
+
+/// Removes the snapshots `policy` does not keep (or exactly `ids`), under an
+/// exclusive lock; with `dry_run`, only reports.
+pub async fn forget(
+    repo: &Repository,
+    policy: &RetentionPolicy,
+    group_by: GroupBy,
+    ids: &[SnapshotId],
+    dry_run: bool,
+) -> Result<ForgetReport> {
+    repo.secret("forgetting snapshots")?;
+    if policy.is_empty() && ids.is_empty() {
+        return Err(Error::InvalidInput(
+            "no policy given: say what to keep (--keep-last, --keep-daily, …) or which snapshots to forget".into(),
+        ));
+    }
+    let held = if dry_run {
+        None
+    } else {
+        Some(lock::lock(repo, true, "forget", lock::DEFAULT_STALE_AFTER).await?)
+    };
+    let result = async {
+        let (snapshots, _) = repo.snapshots().await?;
+        let decisions = if ids.is_empty() {
+            apply_policy(&snapshots, policy, group_by)
+        } else {
+            snapshots
+                .iter()
+                .map(|(id, s)| Decision {
+                    id: *id,
+                    group: group_key(s, group_by),
+                    keep: !ids.contains(id),
+                    reasons: Vec::new(),
+                })
+                .collect()
+        };
+        let mut removed = Vec::new();
+        if !dry_run {
+            for d in decisions.iter().filter(|d| !d.keep) {
+                repo.backend()
+                    .delete(&Handle::new(Kind::Snapshot, d.id.to_hex())?)
+                    .await?;
+                removed.push(d.id);
+            }
+        }
+        Ok(ForgetReport { decisions, removed })
+    }
+    .await;
+    if let Some(held) = held {
+        let released = held.release(repo).await;
+        let report = result?;
+        released?;
+        return Ok(report);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BlobId;
+    use crate::snapshot::BackupSummary;
+
+    const HOUR: i64 = 3_600_000_000_000;
+    const DAY: i64 = 24 * HOUR;
+
+    fn snap(i: u8, time: i64, host: &str, tags: &[&str]) -> (SnapshotId, Snapshot) {
+        (
+            SnapshotId([i; 32]),
+            Snapshot {
+                time,
+                host: host.into(),
+                user: "u".into(),
+                paths: vec!["/data".into()],
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                tree: BlobId([0; 32]),
+                parent: None,
+                summary: BackupSummary::default(),
+                program: "kith".into(),
+            },
+        )
+    }
+
+    fn kept(d: &[Decision]) -> Vec<u8> {
+        let mut k: Vec<u8> = d.iter().filter(|d| d.keep).map(|d| d.id.0[0]).collect();
+        k.sort();
+        k
+    }
+
+    // 2026-01-01T00:00:00Z
+    const T0: i64 = 1_767_225_600 * 1_000_000_000;
+
+    #[test]
+    fn keep_last_keeps_the_newest_per_group() {
+        let s: Vec<_> = (0..5)
+            .map(|i| snap(i, T0 + i64::from(i) * HOUR, "a", &[]))
+            .chain([snap(9, T0, "b", &[])])
+            .collect();
+        let p = RetentionPolicy {
+            last: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(&apply_policy(&s, &p, GroupBy::default())),
+            vec![3, 4, 9]
+        );
+    }
+
+    #[test]
+    fn keep_daily_keeps_the_newest_of_each_of_the_last_days() {
+        // Two snapshots a day for four days.
+        let s: Vec<_> = (0..8)
+            .map(|i| {
+                snap(
+                    i,
+                    T0 + i64::from(i / 2) * DAY + i64::from(i % 2) * HOUR,
+                    "a",
+                    &[],
+                )
+            })
+            .collect();
+        let p = RetentionPolicy {
+            daily: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(&apply_policy(&s, &p, GroupBy::default())),
+            vec![3, 5, 7]
+        );
+    }
+
+    #[test]
+    fn weekly_monthly_yearly_and_within_and_tags_combine() {
+        let s = vec![
+            snap(1, T0 - 400 * DAY, "a", &[]),
+            snap(2, T0 - 40 * DAY, "a", &[]),
+            snap(3, T0 - 10 * DAY, "a", &["keep"]),
+            snap(4, T0 - 9 * DAY, "a", &[]),
+            snap(5, T0 - HOUR, "a", &[]),
+            snap(6, T0, "a", &[]),
+        ];
+        // T0 is the first hour of 2026: snapshot 5, an hour earlier, is the newest of 2025.
+        let p = RetentionPolicy {
+            yearly: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(&apply_policy(&s, &p, GroupBy::default())),
+            vec![1, 5, 6]
+        );
+        let p = RetentionPolicy {
+            monthly: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(kept(&apply_policy(&s, &p, GroupBy::default())), vec![5, 6]);
+        // 2025-12-31 and 2026-01-01 share an ISO week; 2025-12-23 is the week before.
+        let p = RetentionPolicy {
+            weekly: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(kept(&apply_policy(&s, &p, GroupBy::default())), vec![4, 6]);
+        let p = RetentionPolicy {
+            within: Some(Duration::from_secs(2 * 3600)),
+            tags: vec!["keep".into()],
+            ..Default::default()
+        };
+        let d = apply_policy(&s, &p, GroupBy::default());
+        assert_eq!(kept(&d), vec![3, 5, 6]);
+        assert!(d.iter().any(|d| d.id.0[0] == 3 && d.reasons == ["tag"]));
+    }
+
+    #[test]
+    fn calendar_buckets_match_known_dates() {
+        // 2024-02-29T12:00:00Z, a leap day.
+        let t = 1_709_208_000i64 * 1_000_000_000;
+        let [_, days, _, month, year] = buckets(t);
+        assert_eq!(year, 2024);
+        assert_eq!(month, 2024 * 12 + 2);
+        assert_eq!(days, 19_782);
+        assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(year_month(-1), (1969, 12));
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_garbage() {
+        assert_eq!(
+            parse_duration("1d2h").unwrap(),
+            Duration::from_secs(26 * 3600)
+        );
+        assert_eq!(
+            parse_duration("1y").unwrap(),
+            Duration::from_secs(365 * 24 * 3600)
+        );
+        for bad in ["", "5", "3x", "d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
