@@ -311,7 +311,7 @@ pub(crate) fn scan(paths: &[PathBuf], excludes: &Patterns, one_file_system: bool
             } else if m.is_file() {
                 files += 1;
                 bytes += m.len();
-                if files % 1000 == 0 {
+                if files.is_multiple_of(1000) {
                     shared.emit(&BackupEvent::Scanned { files, bytes });
                 }
             }
