@@ -30,6 +30,11 @@ pub trait Backend: Send + Sync + Debug {
     /// A human-readable description of where the objects live.
     fn location(&self) -> String;
 
+    /// How many large transfers pay off at once: about 1 for a local disk,
+    /// more where each transfer waits on a network round trip. Writers use it
+    /// to size their upload queues (each transfer holds a pack in memory).
+    fn parallel_transfers(&self) -> usize;
+
     /// Creates the repository layout. Fails if a repository already exists there.
     async fn create(&self) -> Result<()>;
 

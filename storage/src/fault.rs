@@ -238,6 +238,10 @@ impl<B: Backend> Backend for Fault<B> {
         self.inner.location()
     }
 
+    fn parallel_transfers(&self) -> usize {
+        self.inner.parallel_transfers()
+    }
+
     async fn create(&self) -> Result<()> {
         self.inner.create().await
     }

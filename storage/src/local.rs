@@ -162,6 +162,10 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    fn parallel_transfers(&self) -> usize {
+        1
+    }
+
     async fn create(&self) -> Result<()> {
         let root = self.root.clone();
         blocking(move || create_layout(&root)).await

@@ -147,6 +147,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.inner.location()
     }
 
+    fn parallel_transfers(&self) -> usize {
+        self.inner.parallel_transfers()
+    }
+
     async fn create(&self) -> Result<()> {
         // Only failures to connect are retried: a create that failed half-way
         // may have written the layout, and a retry would then see a repository
@@ -254,6 +258,10 @@ mod tests {
         fn location(&self) -> String {
             "flaky".into()
         }
+
+        fn parallel_transfers(&self) -> usize {
+            1
+        }
         async fn create(&self) -> Result<()> {
             self.inner.create().await
         }
@@ -344,6 +352,10 @@ mod tests {
     impl Backend for Slow {
         fn location(&self) -> String {
             "slow".into()
+        }
+
+        fn parallel_transfers(&self) -> usize {
+            1
         }
         async fn create(&self) -> Result<()> {
             Ok(())

@@ -307,6 +307,10 @@ impl Backend for S3Backend {
         }
     }
 
+    fn parallel_transfers(&self) -> usize {
+        4
+    }
+
     async fn create(&self) -> Result<()> {
         match self.probe_bucket().await {
             Ok(()) => {}

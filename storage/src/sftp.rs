@@ -751,6 +751,10 @@ impl Backend for SftpBackend {
         )
     }
 
+    fn parallel_transfers(&self) -> usize {
+        4
+    }
+
     async fn create(&self) -> Result<()> {
         let conn = self.conn().await?;
         self.guarded(&conn, async {

@@ -22,7 +22,8 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     /// Reading threads (default: the number of cores).
     pub workers: Option<usize>,
-    /// Packs uploading at once (default 1; each holds a pack in memory).
+    /// Packs uploading at once (default: what the backend says pays off;
+    /// each holds a pack in memory).
     pub uploads: Option<usize>,
     /// Ignore the file cache and read every file.
     pub force: bool,

@@ -528,7 +528,10 @@ async fn run(
         repo,
         shared.clone(),
         upload_rx,
-        options.uploads.unwrap_or(1).max(1),
+        options
+            .uploads
+            .unwrap_or_else(|| repo.backend().parallel_transfers())
+            .max(1),
     );
     let work_shared = shared.clone();
     let one_fs = options.one_file_system;
