@@ -70,6 +70,20 @@ pub(crate) enum Command {
     Unlock(UnlockArgs),
     /// Forget snapshots by a retention policy or by id (data stays until a prune).
     Forget(ForgetArgs),
+    /// Print shell completions or the man page.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GenerateCommand {
+    /// Shell completions on stdout, e.g. `kith generate completions bash > /etc/bash_completion.d/kith`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout, e.g. `kith generate man > kith.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]

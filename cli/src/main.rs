@@ -43,6 +43,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Repair(c) => cmd::repair::run(ctx, c).await,
         Command::Unlock(a) => cmd::unlock::run(ctx, a).await,
         Command::Forget(a) => cmd::forget::run(ctx, a).await,
+        Command::Generate(c) => cmd::generate::run(c),
     }
 }
 

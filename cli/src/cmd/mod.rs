@@ -3,6 +3,7 @@
 pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod forget;
+pub(crate) mod generate;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ls;
