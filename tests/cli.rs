@@ -37,3 +37,39 @@ fn the_man_page_names_every_command() {
         assert!(man.contains(command), "{command} missing from the man page");
     }
 }
+
+#[test]
+fn cat_prints_objects_decrypted_and_walks_from_snapshot_to_blob() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello.txt"), b"hello, cat").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let config = env.json(&["cat", "config"]);
+    assert_eq!(config["chunker"]["avg_size"], 1024 * 1024);
+    let snap = env.json(&["cat", "snapshot", "latest"]);
+    let mut tree = snap["snapshot"]["tree"].as_str().unwrap().to_owned();
+    // Walk down the absolute path to the source folder, then to the file.
+    for part in src.components().skip(1) {
+        let t = env.json(&["cat", "tree", &tree]);
+        let name = part.as_os_str().to_str().unwrap();
+        let node = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == serde_json::json!(name.as_bytes()))
+            .unwrap();
+        tree = node["kind"]["Dir"]["subtree"].as_str().unwrap().to_owned();
+    }
+    let t = env.json(&["cat", "tree", &tree]);
+    let blob = t["nodes"][0]["kind"]["File"]["content"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(env.ok(&["cat", "blob", &blob]), "hello, cat");
+    assert_eq!(
+        env.run(&["cat", "blob", "00"]).status.code(),
+        Some(1),
+        "ids must be full hex"
+    );
+}

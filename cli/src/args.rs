@@ -73,6 +73,25 @@ pub(crate) enum Command {
     /// Print shell completions or the man page.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Print a repository object, decrypted, for debugging.
+    #[command(subcommand)]
+    Cat(CatCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CatCommand {
+    /// The config (JSON).
+    Config,
+    /// A snapshot (JSON); id, prefix or `latest`.
+    Snapshot { id: String },
+    /// An index delta (JSON); full id.
+    Index { id: String },
+    /// A pack's header (JSON); full id. Reads and verifies the whole pack.
+    Pack { id: String },
+    /// A tree (JSON); full blob id.
+    Tree { id: String },
+    /// A blob's plaintext, raw on stdout; full blob id.
+    Blob { id: String },
 }
 
 #[derive(Debug, Subcommand)]

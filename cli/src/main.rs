@@ -44,6 +44,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Unlock(a) => cmd::unlock::run(ctx, a).await,
         Command::Forget(a) => cmd::forget::run(ctx, a).await,
         Command::Generate(c) => cmd::generate::run(c),
+        Command::Cat(c) => cmd::cat::run(ctx, c).await,
     }
 }
 

@@ -10,8 +10,20 @@ use crate::{Error, Result};
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
         pub struct $name(pub [u8; 32]);
+
+        /// Hex in human-readable formats (JSON); in postcard exactly what a
+        /// derived implementation writes, 32 raw bytes.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+                if serializer.is_human_readable() {
+                    serializer.serialize_str(&self.to_hex())
+                } else {
+                    serializer.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+        }
 
         impl $name {
             /// The full lowercase hex form.
@@ -89,6 +101,18 @@ pub(crate) fn hash_of(bytes: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_hex_in_json_and_raw_bytes_in_postcard() {
+        let id = BlobId([0xab; 32]);
+        assert_eq!(postcard::to_stdvec(&id).unwrap(), vec![0xab; 32]);
+        let back: BlobId = postcard::from_bytes(&[0xab; 32]).unwrap();
+        assert_eq!(back, id);
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            format!("\"{}\"", "ab".repeat(32))
+        );
+    }
 
     #[test]
     fn ids_round_trip_through_hex() {

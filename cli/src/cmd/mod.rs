@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub(crate) mod backup;
+pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod forget;
 pub(crate) mod generate;
