@@ -73,3 +73,29 @@ fn cat_prints_objects_decrypted_and_walks_from_snapshot_to_blob() {
         "ids must be full hex"
     );
 }
+
+#[test]
+fn tags_are_added_removed_and_set() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--tag", "a"]);
+    let changed = env.json(&["tag", "latest", "--add", "b", "--remove", "a"]);
+    assert_eq!(changed.as_array().unwrap().len(), 1);
+    let list = env.json(&["snapshots"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "the old record is gone");
+    assert_eq!(list[0]["tags"], serde_json::json!(["b"]));
+    env.ok(&["tag", "--set", "x", "--set", "y"]);
+    assert_eq!(
+        env.json(&["snapshots"])[0]["tags"],
+        serde_json::json!(["x", "y"])
+    );
+    env.ok(&["tag", "--set", ""]);
+    assert_eq!(env.json(&["snapshots"])[0]["tags"], serde_json::json!([]));
+    assert_eq!(
+        env.run(&["tag", "latest"]).status.code(),
+        Some(1),
+        "nothing to change"
+    );
+    env.ok(&["check"]);
+}

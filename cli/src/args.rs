@@ -73,9 +73,26 @@ pub(crate) enum Command {
     /// Print shell completions or the man page.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Add, remove or set the tags of snapshots.
+    Tag(TagArgs),
     /// Print a repository object, decrypted, for debugging.
     #[command(subcommand)]
     Cat(CatCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TagArgs {
+    /// Snapshots (ids, prefixes or `latest`); all of them when none is given.
+    pub(crate) snapshots: Vec<String>,
+    /// Add this tag (repeatable).
+    #[arg(long = "add", value_name = "TAG")]
+    pub(crate) add: Vec<String>,
+    /// Remove this tag (repeatable).
+    #[arg(long = "remove", value_name = "TAG")]
+    pub(crate) remove: Vec<String>,
+    /// Replace all tags with these (repeatable; `--set ''` clears them).
+    #[arg(long = "set", value_name = "TAG")]
+    pub(crate) set: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -45,6 +45,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Forget(a) => cmd::forget::run(ctx, a).await,
         Command::Generate(c) => cmd::generate::run(c),
         Command::Cat(c) => cmd::cat::run(ctx, c).await,
+        Command::Tag(a) => cmd::tag::run(ctx, a).await,
     }
 }
 

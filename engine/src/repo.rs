@@ -563,6 +563,42 @@ impl Repository {
         Ok(id)
     }
 
+    /// Replaces a snapshot with a copy whose tags are changed; returns the
+    /// new id (a snapshot's id is the hash of its bytes). The new record is
+    /// stored before the old one is deleted, so a crash leaves both, never
+    /// neither.
+    pub async fn retag(
+        &self,
+        id: &SnapshotId,
+        snapshot: &Snapshot,
+        add: &[String],
+        remove: &[String],
+        set: Option<&[String]>,
+    ) -> Result<Option<SnapshotId>> {
+        let mut tags: Vec<String> = match set {
+            Some(s) => s.to_vec(),
+            None => snapshot.tags.clone(),
+        };
+        for t in add {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        tags.retain(|t| !remove.contains(t));
+        if tags == snapshot.tags {
+            return Ok(None);
+        }
+        let mut changed = snapshot.clone();
+        changed.tags = tags;
+        let new = self.write_snapshot(&changed).await?;
+        if new != *id {
+            self.backend
+                .delete(&Handle::new(Kind::Snapshot, id.to_hex())?)
+                .await?;
+        }
+        Ok(Some(new))
+    }
+
     /// Every snapshot, oldest first, with the errors of those that could
     /// not be read.
     pub async fn snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {

@@ -11,4 +11,5 @@ pub(crate) mod ls;
 pub(crate) mod repair;
 pub(crate) mod restore;
 pub(crate) mod snapshots;
+pub(crate) mod tag;
 pub(crate) mod unlock;
