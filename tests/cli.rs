@@ -99,3 +99,48 @@ fn tags_are_added_removed_and_set() {
     );
     env.ok(&["check"]);
 }
+
+#[test]
+fn diff_lists_added_removed_modified_and_metadata_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("same"), b"same").unwrap();
+    std::fs::write(src.join("edit"), b"before").unwrap();
+    std::fs::write(src.join("gone"), b"gone").unwrap();
+    std::fs::write(src.join("chmod"), b"c").unwrap();
+    std::fs::write(src.join("dir/inner"), b"i").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("edit"), b"after, longer").unwrap();
+    std::fs::remove_file(src.join("gone")).unwrap();
+    std::fs::write(src.join("new"), b"new").unwrap();
+    std::fs::set_permissions(src.join("chmod"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("dir"), b"now a file").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let list = env.json(&["snapshots"]);
+    let first = list[0]["id"].as_str().unwrap().to_owned();
+    let d = env.json(&["diff", &first, "latest"]);
+    let base = src.to_str().unwrap();
+    let change = |name: &str| {
+        d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == format!("{base}/{name}"))
+            .map(|c| c["change"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(change("edit").as_deref(), Some("modified"));
+    assert_eq!(change("gone").as_deref(), Some("removed"));
+    assert_eq!(change("new").as_deref(), Some("added"));
+    assert_eq!(change("chmod").as_deref(), Some("metadata"));
+    assert_eq!(change("dir").as_deref(), Some("type"));
+    assert_eq!(change("dir/inner").as_deref(), Some("removed"));
+    assert_eq!(change("same"), None);
+    let text = env.ok(&["diff", &first, "latest"]);
+    assert!(
+        text.contains(&format!("M  {base}/edit  (6 B -> 13 B)")),
+        "{text}"
+    );
+}

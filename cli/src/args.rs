@@ -73,11 +73,21 @@ pub(crate) enum Command {
     /// Print shell completions or the man page.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Show what changed between two snapshots.
+    Diff(DiffArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(TagArgs),
     /// Print a repository object, decrypted, for debugging.
     #[command(subcommand)]
     Cat(CatCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The older snapshot (id, prefix or `latest`).
+    pub(crate) first: String,
+    /// The newer snapshot (id, prefix or `latest`).
+    pub(crate) second: String,
 }
 
 #[derive(Debug, Args)]

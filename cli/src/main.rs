@@ -46,6 +46,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Generate(c) => cmd::generate::run(c),
         Command::Cat(c) => cmd::cat::run(ctx, c).await,
         Command::Tag(a) => cmd::tag::run(ctx, a).await,
+        Command::Diff(a) => cmd::diff::run(ctx, a).await,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
+pub mod diff;
 pub mod envelope;
 mod error;
 pub mod forget;
