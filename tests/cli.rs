@@ -144,3 +144,30 @@ fn diff_lists_added_removed_modified_and_metadata_changes() {
         "{text}"
     );
 }
+
+#[test]
+fn stats_count_duplicates_once_and_compression_shows() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let text: Vec<u8> = b"all work and no play makes a dull backup\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(200_000)
+        .collect();
+    std::fs::write(src.join("a"), &text).unwrap();
+    std::fs::write(src.join("b"), &text).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let s = env.json(&["stats"]);
+    assert_eq!(s["snapshots"].as_array().unwrap().len(), 2);
+    assert_eq!(s["total_restore_size"], 4 * 200_000);
+    let raw = s["raw_size"].as_u64().unwrap();
+    assert!(
+        raw >= 200_000 && raw < 220_000,
+        "one copy of the content plus trees: {s}"
+    );
+    assert!(s["compression_ratio"].as_f64().unwrap() > 10.0, "{s}");
+    assert!(s["space_saving_ratio"].as_f64().unwrap() > 40.0, "{s}");
+}

@@ -73,6 +73,8 @@ pub(crate) enum Command {
     /// Print shell completions or the man page.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Show sizes: per snapshot, after deduplication and as stored.
+    Stats,
     /// Show what changed between two snapshots.
     Diff(DiffArgs),
     /// Add, remove or set the tags of snapshots.

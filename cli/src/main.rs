@@ -47,6 +47,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Cat(c) => cmd::cat::run(ctx, c).await,
         Command::Tag(a) => cmd::tag::run(ctx, a).await,
         Command::Diff(a) => cmd::diff::run(ctx, a).await,
+        Command::Stats => cmd::stats::run(ctx).await,
     }
 }
 

@@ -43,6 +43,7 @@ pub mod repair;
 mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod stats;
 pub mod tree;
 pub mod walk;
 

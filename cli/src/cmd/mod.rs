@@ -12,5 +12,6 @@ pub(crate) mod ls;
 pub(crate) mod repair;
 pub(crate) mod restore;
 pub(crate) mod snapshots;
+pub(crate) mod stats;
 pub(crate) mod tag;
 pub(crate) mod unlock;
