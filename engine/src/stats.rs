@@ -71,10 +71,8 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
             let tree = repo.read_tree(&tree_id).await?;
             for node in tree.nodes {
                 match node.kind {
-                    NodeKind::Dir { subtree } => {
-                        if !seen_here.contains(&subtree) {
-                            stack.push(subtree);
-                        }
+                    NodeKind::Dir { subtree } if !seen_here.contains(&subtree) => {
+                        stack.push(subtree)
                     }
                     NodeKind::File { content } => {
                         s.files += 1;
