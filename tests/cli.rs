@@ -171,3 +171,29 @@ fn stats_count_duplicates_once_and_compression_shows() {
     assert!(s["compression_ratio"].as_f64().unwrap() > 10.0, "{s}");
     assert!(s["space_saving_ratio"].as_f64().unwrap() > 40.0, "{s}");
 }
+
+#[test]
+fn find_matches_globs_typos_case_and_accents_and_exits_13_on_nothing() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    std::fs::write(src.join("docs/Résumé.pdf"), b"cv").unwrap();
+    std::fs::write(src.join("docs/annual report.pdf"), b"r").unwrap();
+    std::fs::write(src.join("photo.JPG"), b"p").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let found = |pattern: &str| -> Vec<String> {
+        env.json(&["find", pattern])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(found("resume")[0].ends_with("/docs/Résumé.pdf"));
+    assert!(found("reprot")
+        .iter()
+        .any(|p| p.ends_with("annual report.pdf")));
+    assert!(found("*.jpg")[0].ends_with("/photo.JPG"));
+    let out = env.run(&["find", "zzzzqqqq"]);
+    assert_eq!(out.status.code(), Some(13), "nothing found");
+}

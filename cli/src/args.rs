@@ -73,6 +73,8 @@ pub(crate) enum Command {
     /// Print shell completions or the man page.
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Find files and folders by name in every snapshot (glob, or forgiving of typos, case and accents).
+    Find(FindArgs),
     /// Show sizes: per snapshot, after deduplication and as stored.
     Stats,
     /// Show what changed between two snapshots.
@@ -82,6 +84,15 @@ pub(crate) enum Command {
     /// Print a repository object, decrypted, for debugging.
     #[command(subcommand)]
     Cat(CatCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FindArgs {
+    /// A name, part of a name, or a glob such as `*.jpg`.
+    pub(crate) pattern: String,
+    /// Show at most this many matches.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: usize,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Tag(a) => cmd::tag::run(ctx, a).await,
         Command::Diff(a) => cmd::diff::run(ctx, a).await,
         Command::Stats => cmd::stats::run(ctx).await,
+        Command::Find(a) => cmd::find::run(ctx, a).await,
     }
 }
 

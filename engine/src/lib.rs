@@ -30,8 +30,9 @@ pub mod crypto;
 pub mod diff;
 pub mod envelope;
 mod error;
-pub mod forget;
 #[doc(hidden)]
+pub mod find;
+pub mod forget;
 pub mod fuzz;
 pub mod id;
 pub mod index;

@@ -4,6 +4,7 @@ pub(crate) mod backup;
 pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod diff;
+pub(crate) mod find;
 pub(crate) mod forget;
 pub(crate) mod generate;
 pub(crate) mod init;
