@@ -116,6 +116,8 @@ pub enum BlobError {
     Decompress(String),
     /// The plaintext's id differs from the expected one.
     IdMismatch,
+    /// The blob's recorded place lies outside the bytes it is read from.
+    OutOfBounds,
 }
 
 impl std::fmt::Display for BlobError {
@@ -124,6 +126,7 @@ impl std::fmt::Display for BlobError {
             BlobError::Auth => f.write_str("authentication failed"),
             BlobError::Decompress(e) => write!(f, "decompression failed: {e}"),
             BlobError::IdMismatch => f.write_str("content does not match its id"),
+            BlobError::OutOfBounds => f.write_str("its place lies outside its pack"),
         }
     }
 }

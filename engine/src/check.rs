@@ -85,12 +85,10 @@ pub async fn check(
     observer: CheckObserver,
 ) -> Result<CheckReport> {
     repo.secret("checking")?;
-    let held = crate::lock::lock(repo, false, "check", crate::lock::DEFAULT_STALE_AFTER).await?;
-    let result = check_locked(repo, read_data, observer).await;
-    let released = held.release(repo).await;
-    let report = result?;
-    released?;
-    Ok(report)
+    crate::lock::with_lock(repo, false, "check", || {
+        check_locked(repo, read_data, observer)
+    })
+    .await
 }
 
 async fn check_locked(
@@ -279,20 +277,7 @@ async fn check_locked(
             let problems = tokio::task::spawn_blocking(move || {
                 let mut problems = Vec::new();
                 for e in &entries {
-                    let start = e.offset as usize;
-                    let Some(sealed) = bytes.get(start..start + e.length as usize) else {
-                        problems.push(format!("blob {}: out of bounds", e.id.short()));
-                        continue;
-                    };
-                    if let Err(why) = open_blob(
-                        &cipher,
-                        &key,
-                        e.kind,
-                        e.compression,
-                        &e.id,
-                        e.raw_length,
-                        sealed,
-                    ) {
+                    if let Err(why) = pack::open_entry(&cipher, &key, e, &bytes) {
                         problems.push(format!("blob {}: {why}", e.id.short()));
                     }
                 }

@@ -233,12 +233,7 @@ pub async fn forget(
             "no policy given: say what to keep (--keep-last, --keep-daily, …) or which snapshots to forget".into(),
         ));
     }
-    let held = if dry_run {
-        None
-    } else {
-        Some(lock::lock(repo, true, "forget", lock::DEFAULT_STALE_AFTER).await?)
-    };
-    let result = async {
+    let work = || async {
         let (snapshots, _) = repo.snapshots().await?;
         let decisions = if ids.is_empty() {
             apply_policy(&snapshots, policy, group_by)
@@ -263,15 +258,12 @@ pub async fn forget(
             }
         }
         Ok(ForgetReport { decisions, removed })
+    };
+    if dry_run {
+        work().await
+    } else {
+        lock::with_lock(repo, true, "forget", work).await
     }
-    .await;
-    if let Some(held) = held {
-        let released = held.release(repo).await;
-        let report = result?;
-        released?;
-        return Ok(report);
-    }
-    result
 }
 
 #[cfg(test)]

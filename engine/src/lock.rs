@@ -216,6 +216,26 @@ pub async fn lock(
     }
 }
 
+/// Runs `f` under a lock, releasing it afterwards whatever `f` returned;
+/// `f`'s error wins over a failed release.
+pub async fn with_lock<T, F, Fut>(
+    repo: &Repository,
+    exclusive: bool,
+    purpose: &str,
+    f: F,
+) -> Result<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let held = lock(repo, exclusive, purpose, DEFAULT_STALE_AFTER).await?;
+    let result = f().await;
+    let released = held.release(repo).await;
+    let value = result?;
+    released?;
+    Ok(value)
+}
+
 /// Removes stale locks and sessions (all of them with `all`); returns how
 /// many were removed.
 pub async fn unlock(repo: &Repository, all: bool, stale_after: Duration) -> Result<usize> {

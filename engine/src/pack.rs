@@ -231,6 +231,28 @@ pub fn validate_entries(entries: &[PackEntry], blob_area: u64, object: &str) -> 
     Ok(())
 }
 
+/// Opens the blob `entry` describes, from the bytes of its whole pack.
+pub fn open_entry(
+    cipher: &Cipher,
+    chunk_id_key: &[u8; 32],
+    entry: &PackEntry,
+    pack: &[u8],
+) -> std::result::Result<Vec<u8>, crate::blob::BlobError> {
+    let start = entry.offset as usize;
+    let sealed = pack
+        .get(start..start + entry.length as usize)
+        .ok_or(crate::blob::BlobError::OutOfBounds)?;
+    crate::blob::open_blob(
+        cipher,
+        chunk_id_key,
+        entry.kind,
+        entry.compression,
+        &entry.id,
+        entry.raw_length,
+        sealed,
+    )
+}
+
 /// Reads a whole pack from memory: verifies its hash, trailer and header.
 pub fn read_pack(
     secret: &RepoSecretKey,
@@ -276,7 +298,7 @@ pub fn read_pack_unchecked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::{blob_id, open_blob};
+    use crate::blob::blob_id;
 
     #[test]
     fn a_pack_round_trips_and_every_flipped_byte_is_detected() {
@@ -297,20 +319,7 @@ mod tests {
         let (cipher, entries) = read_pack(&secret, &pack.id, &pack.bytes).unwrap();
         assert_eq!(entries, pack.entries);
         for (e, b) in entries.iter().zip(&blobs) {
-            let sealed = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(
-                &open_blob(
-                    &cipher,
-                    &key,
-                    e.kind,
-                    e.compression,
-                    &e.id,
-                    e.raw_length,
-                    sealed
-                )
-                .unwrap(),
-                b
-            );
+            assert_eq!(&open_entry(&cipher, &key, e, &pack.bytes).unwrap(), b);
         }
         for i in 0..pack.bytes.len() {
             let mut b = pack.bytes.to_vec();
@@ -318,19 +327,9 @@ mod tests {
             assert!(read_pack(&secret, &pack.id, &b).is_err());
             // Without the hash check, a flip inside a blob is caught when the blob is opened.
             if let Ok((cipher, entries, _)) = read_pack_unchecked(&secret, &pack.id, &b) {
-                let bad = entries.iter().any(|e| {
-                    let sealed = &b[e.offset as usize..(e.offset + e.length) as usize];
-                    open_blob(
-                        &cipher,
-                        &key,
-                        e.kind,
-                        e.compression,
-                        &e.id,
-                        e.raw_length,
-                        sealed,
-                    )
-                    .is_err()
-                });
+                let bad = entries
+                    .iter()
+                    .any(|e| open_entry(&cipher, &key, e, &b).is_err());
                 assert!(bad, "flip at {i} went unnoticed");
             }
         }

@@ -66,13 +66,7 @@ async fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<IndexP
 /// old delta is removed.
 pub async fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     repo.secret("repairing the index")?;
-    let held =
-        crate::lock::lock(repo, true, "repair index", crate::lock::DEFAULT_STALE_AFTER).await?;
-    let result = repair_index_locked(repo).await;
-    let released = held.release(repo).await;
-    let report = result?;
-    released?;
-    Ok(report)
+    crate::lock::with_lock(repo, true, "repair index", || repair_index_locked(repo)).await
 }
 
 async fn repair_index_locked(repo: &Repository) -> Result<RepairIndexReport> {

@@ -1,6 +1,6 @@
 //! `kith tag`.
 
-use kith_engine::lock::{self, DEFAULT_STALE_AFTER};
+use kith_engine::lock;
 
 use crate::args::TagArgs;
 use crate::context::Context;
@@ -29,26 +29,19 @@ pub(crate) async fn run(ctx: &Context, args: &TagArgs) -> Result<u8, CliError> {
         v
     };
     // Rewriting snapshots must not race with maintenance.
-    let held = lock::lock(&repo, true, "tag", DEFAULT_STALE_AFTER).await?;
-    let mut changed = Vec::new();
-    let mut failure = None;
-    for (id, snapshot) in &targets {
-        match repo
-            .retag(id, snapshot, &args.add, &args.remove, set.as_deref())
-            .await
-        {
-            Ok(Some(new)) => changed.push((*id, new)),
-            Ok(None) => {}
-            Err(e) => {
-                failure = Some(e);
-                break;
+    let changed = lock::with_lock(&repo, true, "tag", || async {
+        let mut changed = Vec::new();
+        for (id, snapshot) in &targets {
+            let new = repo
+                .retag(id, snapshot, &args.add, &args.remove, set.as_deref())
+                .await?;
+            if let Some(new) = new {
+                changed.push((*id, new));
             }
         }
-    }
-    held.release(&repo).await?;
-    if let Some(e) = failure {
-        return Err(e.into());
-    }
+        Ok(changed)
+    })
+    .await?;
     if ctx.global.json {
         let list: Vec<_> = changed
             .iter()
