@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use kith_e2e::{assert_same_tree, Env, Rng};
+use kith_e2e::{assert_same_tree, files_under, Env, Rng};
 use proptest::prelude::*;
 
 fn sample_tree(root: &Path, rng: &mut Rng) {
@@ -93,7 +93,9 @@ fn the_file_cache_can_be_lost_or_damaged_without_harm() {
     sample_tree(&src, &mut Rng::new(4));
     env.ok(&["backup", src.to_str().unwrap()]);
     // Damage every cache file, then delete the cache: both are rebuilt from the repository.
-    for entry in walk_files(&env.cache) {
+    let cache_files = files_under(&env.cache);
+    assert!(!cache_files.is_empty(), "the backup left a cache to damage");
+    for entry in cache_files {
         fs::write(&entry, b"not a database").unwrap();
     }
     let again = env.json(&["backup", src.to_str().unwrap()]);
@@ -105,22 +107,6 @@ fn the_file_cache_can_be_lost_or_damaged_without_harm() {
     let target = env.path("out");
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&src, &Env::restored(&target, &src));
-}
-
-fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -3,30 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use kith_e2e::{assert_same_tree, Env, Rng};
-
-fn objects(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use kith_e2e::{assert_same_tree, files_under, Env, Rng};
 
 fn packs(env: &Env) -> Vec<PathBuf> {
-    objects(&env.repo.join("packs"))
+    files_under(&env.repo.join("packs"))
 }
 
 #[test]
@@ -123,7 +105,7 @@ fn a_truncated_index_is_named_and_repair_index_rebuilds_it_from_packs() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), Rng::new(12).text(100_000)).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let index = objects(&env.repo.join("index"));
+    let index = files_under(&env.repo.join("index"));
     assert_eq!(index.len(), 1);
     let bytes = fs::read(&index[0]).unwrap();
     fs::write(&index[0], &bytes[..bytes.len() / 2]).unwrap();
@@ -151,7 +133,7 @@ fn deleted_index_files_are_rebuilt_and_the_next_backup_reuses_the_packs() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), Rng::new(13).bytes(1_000_000)).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    for f in objects(&env.repo.join("index")) {
+    for f in files_under(&env.repo.join("index")) {
         fs::remove_file(f).unwrap();
     }
     let out = env.run(&["check"]);
@@ -178,7 +160,7 @@ fn damaged_snapshots_and_configs_are_reported_without_panicking() {
     fs::write(src.join("f"), b"x").unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
     env.ok(&["backup", src.to_str().unwrap()]);
-    let snaps = objects(&env.repo.join("snapshots"));
+    let snaps = files_under(&env.repo.join("snapshots"));
     let mut bytes = fs::read(&snaps[0]).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;

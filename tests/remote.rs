@@ -6,11 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kith_e2e::servers::{keygen, Moto, RemoteEnv, Sshd};
-use kith_e2e::{assert_same_tree, Env, Rng};
+use kith_e2e::{assert_same_tree, files_under, Env, Rng};
 use kith_storage::{
     Backend, Handle, Kind, Retry, RetryPolicy, S3Backend, S3Config, SftpBackend, SftpConfig,
 };
@@ -79,28 +79,9 @@ fn flow(r: &RemoteEnv, corrupt: impl FnOnce()) {
     );
 }
 
-/// Every file below `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Flips one byte in the middle of the largest pack under `repo`.
 fn flip_largest_pack(repo: &Path) {
-    let pack = files(&repo.join("packs"))
+    let pack = files_under(&repo.join("packs"))
         .into_iter()
         .max_by_key(|p| fs::metadata(p).unwrap().len())
         .expect("a pack");
@@ -133,7 +114,7 @@ fn the_flow_works_over_sftp() {
     assert!(repo.join("config").is_file());
     assert_eq!(fs::read_dir(repo.join("keys")).unwrap().count(), 2);
     assert!(repo.join("packs/00").is_dir() && repo.join("packs/ff").is_dir());
-    let leftovers: Vec<_> = files(&repo)
+    let leftovers: Vec<_> = files_under(&repo)
         .into_iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();

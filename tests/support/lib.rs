@@ -244,6 +244,25 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// Every file below `dir`, sorted; none when `dir` does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Whether this process runs as root (some tests drop privileges with setpriv).
 pub fn is_root() -> bool {
     fs::metadata("/proc/self")
