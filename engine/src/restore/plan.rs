@@ -119,7 +119,7 @@ pub(crate) async fn build(
                     continue;
                 }
                 if selected {
-                    ensure_dir(&child_dest, target, &mut created_dirs, &pending_dirs)?;
+                    ensure_dir(&child_dest, target, &mut created_dirs)?;
                     plan.dirs.push((child_dest.clone(), node.clone()));
                     outcome.dirs += 1;
                 } else {
@@ -133,7 +133,7 @@ pub(crate) async fn build(
             }
             if let Some(parent) = child_dest.parent() {
                 if parent != target && !created_dirs.contains(parent) {
-                    ensure_dir(parent, target, &mut created_dirs, &pending_dirs)?;
+                    ensure_dir(parent, target, &mut created_dirs)?;
                     let mut p = parent.to_owned();
                     // Folders created only to hold a selected entry get their own metadata too.
                     while p != target {
@@ -244,7 +244,6 @@ fn ensure_dir(
     dir: &Path,
     target: &Path,
     created: &mut std::collections::HashSet<PathBuf>,
-    _pending: &HashMap<PathBuf, Node>,
 ) -> Result<()> {
     if dir == target || created.contains(dir) {
         return Ok(());
