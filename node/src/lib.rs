@@ -7,3 +7,5 @@
 //!   object into and how many are needed to rebuild it, shared by the node's
 //!   placement and by the durability simulator.
 pub mod policy;
+
+pub mod transport;
