@@ -70,6 +70,12 @@ pub trait ShardTransport: Send + Sync + 'static {
     /// root capsule, peers found on the LAN or in the DHT.
     async fn known_peers(&self) -> Result<Vec<PeerId>, TransportError>;
 
+    /// Tells the transport about peers (and their last known addresses)
+    /// that hold this owner's shards, e.g. from a root capsule, so that
+    /// `known_peers` includes them and they can be dialled (through the
+    /// addresses or the DHT).
+    async fn learn_peers(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) -> Result<(), TransportError>;
+
     /// Stores a whole shard on `peer` (idempotent: storing the same key
     /// twice with the same bytes succeeds).
     async fn store(&self, peer: PeerId, key: ShardKey, data: Bytes) -> Result<(), TransportError>;
