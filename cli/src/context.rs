@@ -66,7 +66,8 @@ impl Context {
     }
 
     pub(crate) fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
-        Self::backend_for(&self.location())
+        let backend = Self::backend_for(&self.location())?;
+        Ok(with_crash_point(backend))
     }
 
     pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
@@ -172,4 +173,17 @@ pub(crate) fn kdf(args: &KdfArgs) -> KdfParams {
         k.iterations = t;
     }
     k
+}
+
+/// Wraps `backend` so that the process dies right after its n-th write when
+/// `KITH_TEST_CRASH_AFTER_WRITES=n` is set: the crash-point tests use it to
+/// stop kith at every write of an operation (docs/RELIABILITY.md).
+fn with_crash_point(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    match std::env::var(kith_storage::CRASH_AFTER_WRITES_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(n) if n > 0 => Arc::new(kith_storage::CrashAfter::new(backend, n)),
+        _ => backend,
+    }
 }

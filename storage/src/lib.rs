@@ -22,6 +22,7 @@
 //! ```
 
 mod backend;
+mod crash;
 mod error;
 mod fault;
 mod handle;
@@ -33,6 +34,7 @@ mod sftp;
 
 pub use backend::{Backend, ObjectInfo};
 pub use bytes::Bytes;
+pub use crash::{CrashAfter, CRASH_AFTER_WRITES_ENV};
 pub use error::{Error, Result};
 pub use fault::{Fault, FaultConfig, FaultStats};
 pub use handle::{Handle, Kind};

@@ -239,6 +239,22 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
                     rc.len()
                 )
             }
+            (
+                Entry::File {
+                    mode: lm,
+                    mtime: lt,
+                    ..
+                },
+                Entry::File {
+                    mode: rm,
+                    mtime: rt,
+                    ..
+                },
+            ) => assert!(
+                (lm, lt) == (rm, rt),
+                "{} differs: mode {lm:o} vs {rm:o}, mtime {lt} vs {rt}",
+                k.display()
+            ),
             _ => assert_eq!(l, r, "{} differs", k.display()),
         }
     }
