@@ -74,7 +74,8 @@ pub trait ShardTransport: Send + Sync + 'static {
     /// that hold this owner's shards, e.g. from a root capsule, so that
     /// `known_peers` includes them and they can be dialled (through the
     /// addresses or the DHT).
-    async fn learn_peers(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) -> Result<(), TransportError>;
+    async fn learn_peers(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>)
+        -> Result<(), TransportError>;
 
     /// Stores a whole shard on `peer` (idempotent: storing the same key
     /// twice with the same bytes succeeds).
@@ -95,6 +96,9 @@ pub trait ShardTransport: Send + Sync + 'static {
     async fn holdings(&self, peer: PeerId) -> Result<Vec<Holding>, TransportError>;
 
     /// Deletes shards on `peer`; returns how many existed.
-    async fn delete(&self, peer: PeerId, shards: Vec<(ObjectTag, u16)>)
-        -> Result<u32, TransportError>;
+    async fn delete(
+        &self,
+        peer: PeerId,
+        shards: Vec<(ObjectTag, u16)>,
+    ) -> Result<u32, TransportError>;
 }
