@@ -103,6 +103,11 @@ async fn check_locked(
         r.errors.push(Problem { object, message })
     };
 
+    observer(&CheckEvent::Phase("keys"));
+    for (object, message) in repo.damaged_keys().await? {
+        err(&mut report, object, message);
+    }
+
     observer(&CheckEvent::Phase("index"));
     let mut blobs: HashMap<BlobId, Known> = HashMap::new();
     let mut packs: HashMap<PackId, (u64, [u8; 32], IndexId)> = HashMap::new();

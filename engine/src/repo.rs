@@ -145,9 +145,27 @@ pub fn user_name() -> String {
 async fn read_config_bytes(backend: &dyn Backend) -> Result<Bytes> {
     match backend.get(&Handle::config()).await {
         Ok(b) => Ok(b),
-        Err(e) if e.is_not_found() => Err(Error::RepositoryNotFound {
-            location: backend.location(),
-        }),
+        Err(e) if e.is_not_found() => {
+            // Key files without a config: a repository that lost its
+            // config, not an empty place. init writes the key file first
+            // and the config last, so an init cut short between the two
+            // looks the same; the message allows for both.
+            let keys = backend.list(Kind::Key, "").await.unwrap_or_default();
+            if keys.is_empty() {
+                Err(Error::RepositoryNotFound {
+                    location: backend.location(),
+                })
+            } else {
+                Err(Error::corrupt(
+                    "config",
+                    format!(
+                        "is missing at {} although key files are there: the repository is damaged \
+                         (or its creation was interrupted); restore the config from a copy",
+                        backend.location()
+                    ),
+                ))
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -266,6 +284,15 @@ impl Repository {
             let name = info.handle.name().to_owned();
             let id = KeyId::from_hex(&name).unwrap_or(KeyId(hash_of(&bytes)));
             let object = format!("key {}", id.short());
+            // A key file is named after the hash of its bytes: a mismatch
+            // is damage, told apart from a wrong password before Argon2
+            // spends its time on it.
+            if hash_of(&bytes) != id.0 {
+                damaged.push(format!(
+                    "{object}: its content does not match its name (damaged)"
+                ));
+                continue;
+            }
             let password = password.to_owned();
             let opened = tokio::task::spawn_blocking(move || {
                 KeyFile::parse(&bytes, &object).and_then(|k| k.open(password.as_bytes(), &object))
@@ -283,6 +310,18 @@ impl Repository {
         }
         if !damaged.is_empty() && damaged.len() == count {
             return Err(Error::corrupt("every key file", damaged.join("; ")));
+        }
+        if !damaged.is_empty() {
+            // The key for this password may be the damaged one: say so
+            // rather than blame the password.
+            return Err(Error::corrupt(
+                "key files",
+                format!(
+                    "no intact key opens with this password, and {}; it may be this password's key: \
+                     open the repository with another password or the master key and add a new key",
+                    damaged.join("; ")
+                ),
+            ));
         }
         Err(Error::WrongPassword)
     }
@@ -706,6 +745,32 @@ impl Repository {
             });
         }
         out.sort_by_key(|k| k.info.as_ref().map(|i| i.created).unwrap_or(0));
+        Ok(out)
+    }
+
+    /// Key files that are damaged: unreadable, not named after the hash of
+    /// their bytes, or not decodable. Each as (object, problem).
+    pub async fn damaged_keys(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for o in self.backend.list(Kind::Key, "").await? {
+            let object = format!("key {}", o.handle.name());
+            let Ok(id) = KeyId::from_hex(o.handle.name()) else {
+                out.push((object, "is not named like a key file".to_owned()));
+                continue;
+            };
+            match self.backend.get(&o.handle).await {
+                Ok(bytes) if hash_of(&bytes) != id.0 => out.push((
+                    object,
+                    "its content does not match its name (damaged)".to_owned(),
+                )),
+                Ok(bytes) => {
+                    if let Err(e) = KeyFile::parse(&bytes, &object) {
+                        out.push((object, e.to_string()));
+                    }
+                }
+                Err(e) => out.push((object, e.to_string())),
+            }
+        }
         Ok(out)
     }
 

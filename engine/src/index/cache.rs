@@ -119,6 +119,34 @@ impl std::fmt::Debug for IndexCache {
     }
 }
 
+thread_local! {
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `None` without printing it.
+///
+/// The cache is a local file that anything may have damaged, and redb 2
+/// answers some damaged files (a truncated one, say) with an assertion
+/// failure instead of an error. The cache is only a cache: a damaged one is
+/// deleted and rebuilt from the repository. The panic hook installed here
+/// once stays silent only for panics raised inside this function on this
+/// thread, and hands every other panic to the hook that was there before.
+fn without_panics<T>(f: impl FnOnce() -> T) -> Option<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(false));
+    result.ok()
+}
+
 impl IndexCache {
     /// Opens the cache at `path` for repository `repo_id`, deleting and
     /// recreating it when it is unreadable or belongs to something else.
@@ -128,11 +156,24 @@ impl IndexCache {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create cache folder", dir, e))?;
         }
         if path.exists() {
-            if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = Database::open(path) {
+            let probe = without_panics(|| {
+                matches!(
+                    Database::open(path),
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                )
+            });
+            if probe == Some(true) {
                 // Another process uses it: it is not damaged, and must not be replaced.
                 return Err(Error::CacheInUse(path.to_owned()));
             }
-            match Self::open_existing(path, repo_id) {
+            let opened =
+                without_panics(|| Self::open_existing(path, repo_id)).unwrap_or_else(|| {
+                    Err(cache_err(
+                        path,
+                        "the database is damaged (its reader gave up)",
+                    ))
+                });
+            match opened {
                 Ok(cache) => return Ok((cache, false)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "index cache unusable; rebuilding it");

@@ -98,6 +98,37 @@ fn nonzero_segments(data: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Names the files a lost blob leaves incomplete, for the error message:
+/// the user needs to know which files to distrust, not which blob.
+fn needed_by(
+    places: &HashMap<BlobId, Vec<(u32, u64)>>,
+    targets: &[PathBuf],
+    id: &BlobId,
+) -> String {
+    const SHOWN: usize = 8;
+    let mut files: Vec<&u32> = places
+        .get(id)
+        .map(|v| v.iter().map(|(f, _)| f).collect())
+        .unwrap_or_default();
+    files.sort_unstable();
+    files.dedup();
+    if files.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = files
+        .iter()
+        .take(SHOWN)
+        .filter_map(|f| targets.get(**f as usize))
+        .map(|p| p.display().to_string())
+        .collect();
+    let more = files.len().saturating_sub(SHOWN);
+    if more > 0 {
+        format!(" (needed by {} and {more} more files)", names.join(", "))
+    } else {
+        format!(" (needed by {})", names.join(", "))
+    }
+}
+
 pub(crate) async fn fill(
     repo: &Repository,
     plan: &Plan,
@@ -161,7 +192,7 @@ pub(crate) async fn fill(
                     for (id, _) in &range.blobs {
                         result.errors.push((
                             format!("blob {} in pack {}", id.short(), range.pack.short()),
-                            e.to_string(),
+                            format!("{e}{}", needed_by(&places, &targets, id)),
                         ));
                     }
                     return result;
@@ -173,9 +204,14 @@ pub(crate) async fn fill(
                     let start = (u64::from(loc.offset) - range.offset) as usize;
                     let Some(sealed) = bytes.get(start..start + loc.length as usize) else {
                         result.damage = true;
-                        result
-                            .errors
-                            .push((format!("pack {}", range.pack.short()), "short read".into()));
+                        result.errors.push((
+                            format!("pack {}", range.pack.short()),
+                            format!(
+                                "short read of blob {}{}",
+                                id.short(),
+                                needed_by(&places, &targets, id)
+                            ),
+                        ));
                         continue;
                     };
                     let plain = match open_blob(
@@ -190,12 +226,7 @@ pub(crate) async fn fill(
                         Ok(p) => p,
                         Err(e) => {
                             result.damage = true;
-                            let who = places
-                                .get(id)
-                                .and_then(|v| v.first())
-                                .and_then(|(f, _)| targets.get(*f as usize))
-                                .map(|p| format!(" (needed by {})", p.display()))
-                                .unwrap_or_default();
+                            let who = needed_by(&places, &targets, id);
                             result.errors.push((
                                 format!("pack {}", range.pack),
                                 format!("blob {} is damaged: {e}{who}", id.short()),
