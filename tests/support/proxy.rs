@@ -8,6 +8,8 @@
 //!   accepted but not served, until the partition ends (as when packets are
 //!   lost on the way: connections stall, nothing is refused);
 //! - cut: every open connection is closed at once, mid-transfer;
+//! - down: new connections are closed at once, as by a server that is not
+//!   running (open ones are not touched);
 //! - busy answers: a share of new connections get an HTTP `503 Slow Down`
 //!   instead of reaching the server (for S3).
 
@@ -26,6 +28,7 @@ struct Shared {
     latency_us: AtomicU64,
     /// Per mille of new connections answered `503` (HTTP servers only).
     busy_per_mille: AtomicU32,
+    down: std::sync::atomic::AtomicBool,
     partitioned: watch::Sender<bool>,
     /// Bumped by every cut; a connection ends when it changes.
     cuts: watch::Sender<u64>,
@@ -59,6 +62,7 @@ impl Proxy {
             target: SocketAddr::from(([127, 0, 0, 1], target_port)),
             latency_us: AtomicU64::new(0),
             busy_per_mille: AtomicU32::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
             partitioned: watch::channel(false).0,
             cuts: watch::channel(0).0,
             accepted: AtomicU64::new(0),
@@ -101,6 +105,11 @@ impl Proxy {
     /// Closes every open connection at once, mid-transfer.
     pub fn cut(&self) {
         self.shared.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Closes new connections at once while `down` holds.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
     }
 
     /// Answers `per_mille`/1000 of new connections with HTTP 503.
@@ -158,6 +167,9 @@ async fn serve(s: Arc<Shared>, client: TcpStream) {
     let _ = client.set_nodelay(true);
     let work = async {
         through_partition(&mut part).await;
+        if s.down.load(Ordering::SeqCst) {
+            return;
+        }
         let busy = s.busy_per_mille.load(Ordering::SeqCst);
         if busy > 0 && s.draw() < busy {
             s.busy_answers.fetch_add(1, Ordering::Relaxed);
