@@ -513,3 +513,27 @@ fn an_s3_backup_completes_through_503s_slow_answers_and_cut_connections() {
     proxy.set_latency(Duration::ZERO);
     restore_and_check(&r, &src, None, "target");
 }
+
+#[test]
+fn an_unusable_retry_setting_is_refused_with_its_range() {
+    let env = Env::new();
+    for (name, value) in [
+        ("KITH_RETRY_ATTEMPTS", "0"),
+        ("KITH_RETRY_ATTEMPTS", "many"),
+        ("KITH_RETRY_TIMEOUT", "-1"),
+    ] {
+        let out = env
+            .cmd()
+            .env("KITH_REPOSITORY", "sftp://me@127.0.0.1:1/repo")
+            .env(name, value)
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {name}={value:?}")) && stderr.contains("from 1 to"),
+            "{stderr}"
+        );
+    }
+}
