@@ -195,6 +195,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.inner.parallel_transfers()
     }
 
+    fn read_size(&self) -> u64 {
+        self.inner.read_size()
+    }
+
     async fn create(&self) -> Result<()> {
         // Only failures to connect are retried: a create that failed half-way
         // may have written the layout, and a retry would then see a repository
@@ -306,6 +310,9 @@ mod tests {
         fn parallel_transfers(&self) -> usize {
             1
         }
+        fn read_size(&self) -> u64 {
+            1 << 20
+        }
         async fn create(&self) -> Result<()> {
             self.inner.create().await
         }
@@ -404,6 +411,9 @@ mod tests {
 
         fn parallel_transfers(&self) -> usize {
             1
+        }
+        fn read_size(&self) -> u64 {
+            1 << 20
         }
         async fn create(&self) -> Result<()> {
             Ok(())
