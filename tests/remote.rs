@@ -338,14 +338,14 @@ fn sftp_reconnects_after_the_connection_drops() {
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let h = Handle::new(Kind::Pack, "ab01").unwrap();
         b.put(&h, data.clone().into()).await.unwrap();
-        assert_eq!(sshd.drop_connections(), 1, "one connection was open");
+        assert!(sshd.drop_connections() >= 1, "a connection was open");
         // The next calls find the connection dead, reconnect and succeed.
         assert_eq!(&b.get(&h).await.unwrap()[..], &data[..]);
         assert_eq!(
             &b.get_range(&h, 999_000, 1_000).await.unwrap()[..],
             &data[999_000..]
         );
-        assert_eq!(sshd.drop_connections(), 1, "one connection was open");
+        assert!(sshd.drop_connections() >= 1, "a connection was open");
         let h2 = Handle::new(Kind::Pack, "ab02").unwrap();
         b.put(&h2, data.clone().into()).await.unwrap();
         let listed = b.list(Kind::Pack, "ab").await.unwrap();

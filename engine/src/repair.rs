@@ -29,7 +29,7 @@ pub struct RepairIndexReport {
 /// Packs per new index delta.
 const PACKS_PER_FILE: usize = 512;
 
-async fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<IndexPack> {
+pub(crate) async fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<IndexPack> {
     let object = format!("pack {id}");
     if size < TRAILER_LEN as u64 {
         return Err(Error::corrupt(&object, "too short"));

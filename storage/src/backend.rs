@@ -35,6 +35,13 @@ pub trait Backend: Send + Sync + Debug {
     /// to size their upload queues (each transfer holds a pack in memory).
     fn parallel_transfers(&self) -> usize;
 
+    /// The longest ranged read worth making in one request. A local disk
+    /// reads a few MiB at a time to keep memory low; a remote store pays a
+    /// round trip (and on S3 a billed request) per read, so it reads up to
+    /// a whole pack at once. Readers that want many ranges of one object
+    /// coalesce them up to this size.
+    fn read_size(&self) -> u64;
+
     /// Creates the repository layout. Fails if a repository already exists there.
     async fn create(&self) -> Result<()>;
 

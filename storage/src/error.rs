@@ -65,6 +65,27 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A setting from the environment has a value that cannot be used.
+    #[error("invalid {name}={value:?}: {reason}")]
+    InvalidSetting {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What values it takes.
+        reason: &'static str,
+    },
+    /// Every attempt of an operation failed with a transient error; the
+    /// retry budget is spent.
+    #[error("gave up after {attempts} attempts in {seconds} s: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Seconds from the first attempt to the last failure.
+        seconds: u64,
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
     /// The server could not be reached, or the connection dropped.
     #[error("cannot reach {location}: {message}")]
     Connection {

@@ -242,6 +242,10 @@ impl<B: Backend> Backend for Fault<B> {
         self.inner.parallel_transfers()
     }
 
+    fn read_size(&self) -> u64 {
+        self.inner.read_size()
+    }
+
     async fn create(&self) -> Result<()> {
         self.inner.create().await
     }

@@ -162,6 +162,10 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    fn read_size(&self) -> u64 {
+        4 << 20
+    }
+
     fn parallel_transfers(&self) -> usize {
         1
     }

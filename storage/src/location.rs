@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::{
-    Backend, Error, LocalBackend, Result, Retry, S3Backend, S3Config, SftpBackend, SftpConfig,
+    Backend, Error, LocalBackend, Result, Retry, RetryPolicy, S3Backend, S3Config, SftpBackend,
+    SftpConfig,
 };
 
 /// Where a repository lives, as parsed from what the user gave.
@@ -126,7 +127,8 @@ impl Location {
     }
 
     /// The backend for this location, configured from the environment.
-    /// Remote backends are wrapped in [`Retry`] with the default policy.
+    /// Remote backends are wrapped in [`Retry`] with the default policy,
+    /// or the one `KITH_RETRY_ATTEMPTS` and `KITH_RETRY_TIMEOUT` set.
     pub fn open(&self) -> Result<Arc<dyn Backend>> {
         Ok(match self {
             Location::Local(path) => Arc::new(LocalBackend::new(path.clone())),
@@ -135,12 +137,14 @@ impl Location {
                 host,
                 port,
                 path,
-            } => Arc::new(Retry::new(SftpBackend::new(SftpConfig::from_env(
-                user, host, *port, path,
-            )))),
-            Location::S3 { bucket, prefix } => Arc::new(Retry::new(S3Backend::new(
-                S3Config::from_env(bucket, prefix),
-            )?)),
+            } => Arc::new(Retry::with_policy(
+                SftpBackend::new(SftpConfig::from_env(user, host, *port, path)),
+                RetryPolicy::from_env()?,
+            )),
+            Location::S3 { bucket, prefix } => Arc::new(Retry::with_policy(
+                S3Backend::new(S3Config::from_env(bucket, prefix))?,
+                RetryPolicy::from_env()?,
+            )),
         })
     }
 }

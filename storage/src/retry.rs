@@ -57,7 +57,43 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Attempts per operation, the first included (`KITH_RETRY_ATTEMPTS`).
+pub(crate) const ATTEMPTS_VAR: &str = "KITH_RETRY_ATTEMPTS";
+/// Seconds one attempt that moves little data may take
+/// (`KITH_RETRY_TIMEOUT`); bigger transfers get more.
+pub(crate) const TIMEOUT_VAR: &str = "KITH_RETRY_TIMEOUT";
+
 impl RetryPolicy {
+    /// The default policy, with the attempts and the timeout taken from
+    /// `KITH_RETRY_ATTEMPTS` (1 to 1000) and `KITH_RETRY_TIMEOUT` (seconds,
+    /// 1 to 86400) when they are set.
+    pub fn from_env() -> Result<Self> {
+        let mut policy = RetryPolicy::default();
+        let number = |name: &'static str, range: std::ops::RangeInclusive<u64>, reason| {
+            match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .map(Some)
+                    .ok_or(Error::InvalidSetting {
+                        name,
+                        value: v,
+                        reason,
+                    }),
+                _ => Ok(None),
+            }
+        };
+        if let Some(n) = number(ATTEMPTS_VAR, 1..=1000, "give a number of attempts from 1 to 1000")? {
+            policy.attempts = u32::try_from(n).unwrap_or(policy.attempts);
+        }
+        if let Some(s) = number(TIMEOUT_VAR, 1..=86_400, "give a number of seconds from 1 to 86400")? {
+            policy.timeout = Duration::from_secs(s);
+        }
+        Ok(policy)
+    }
+
     /// The timeout of one attempt that moves `bytes` bytes.
     pub fn timeout_for(&self, bytes: u64) -> Duration {
         let extra = bytes.checked_div(self.min_rate).unwrap_or(0);
@@ -115,6 +151,7 @@ impl<B: Backend> Retry<B> {
     {
         let timeout = self.policy.timeout_for(bytes);
         let mut retry = 0u32;
+        let started = std::time::Instant::now();
         loop {
             let result = match tokio::time::timeout(timeout, f()).await {
                 Ok(result) => result,
@@ -135,6 +172,13 @@ impl<B: Backend> Retry<B> {
                     );
                     tokio::time::sleep(delay).await;
                 }
+                Err(e) if e.is_transient() && retry > 0 => {
+                    return Err(Error::GaveUp {
+                        attempts: retry + 1,
+                        seconds: started.elapsed().as_secs(),
+                        last: Box::new(e),
+                    })
+                }
                 other => return other,
             }
         }
@@ -149,6 +193,10 @@ impl<B: Backend> Backend for Retry<B> {
 
     fn parallel_transfers(&self) -> usize {
         self.inner.parallel_transfers()
+    }
+
+    fn read_size(&self) -> u64 {
+        self.inner.read_size()
     }
 
     async fn create(&self) -> Result<()> {
@@ -262,6 +310,9 @@ mod tests {
         fn parallel_transfers(&self) -> usize {
             1
         }
+        fn read_size(&self) -> u64 {
+            1 << 20
+        }
         async fn create(&self) -> Result<()> {
             self.inner.create().await
         }
@@ -328,7 +379,11 @@ mod tests {
         let (_dir, b) = flaky(10, false).await;
         let h = Handle::new(Kind::Snapshot, "ab").unwrap();
         let e = b.put(&h, Bytes::from_static(b"x")).await.unwrap_err();
-        assert!(e.is_transient(), "{e}");
+        assert!(
+            matches!(&e, Error::GaveUp { attempts: 4, last, .. } if last.is_transient()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("gave up after 4 attempts"), "{e}");
         assert_eq!(b.inner().calls.load(Ordering::SeqCst), 4);
     }
 
@@ -356,6 +411,9 @@ mod tests {
 
         fn parallel_transfers(&self) -> usize {
             1
+        }
+        fn read_size(&self) -> u64 {
+            1 << 20
         }
         async fn create(&self) -> Result<()> {
             Ok(())

@@ -307,6 +307,13 @@ impl Backend for S3Backend {
         }
     }
 
+    fn read_size(&self) -> u64 {
+        // One GET per pack that is mostly needed: S3 bills and throttles
+        // per request, and some servers read the whole object for every
+        // ranged GET.
+        16 << 20
+    }
+
     fn parallel_transfers(&self) -> usize {
         4
     }

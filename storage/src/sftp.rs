@@ -43,6 +43,10 @@ const IN_FLIGHT: usize = 32;
 /// lossily, so handle number 128 and above is mangled and the server
 /// answers "Failure" (seen with 1100 concurrent puts).
 const OPEN_FILES: usize = 100;
+/// SSH connections per backend, used in turn. Each connection's encryption
+/// runs in one task on each side (and OpenSSH serves one SFTP session in
+/// one process), so two connections let both ends use two cores.
+const CONNECTIONS: usize = 2;
 
 /// Where an SFTP repository lives and how to authenticate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,7 +212,10 @@ impl Drop for CloseOnDrop {
 /// A repository stored on an SFTP server.
 pub struct SftpBackend {
     config: Arc<SftpConfig>,
-    conn: Mutex<Option<Arc<Conn>>>,
+    /// The connection slots, each opened on first use and after a drop.
+    conns: Vec<Mutex<Option<Arc<Conn>>>>,
+    /// The slot the next call uses.
+    next: std::sync::atomic::AtomicUsize,
     open_files: tokio::sync::Semaphore,
 }
 
@@ -250,7 +257,8 @@ impl SftpBackend {
     pub fn new(config: SftpConfig) -> Self {
         SftpBackend {
             config: Arc::new(config),
-            conn: Mutex::new(None),
+            conns: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
             open_files: tokio::sync::Semaphore::new(OPEN_FILES),
         }
     }
@@ -270,9 +278,15 @@ impl SftpBackend {
             .map_err(|e| Error::Task(e.to_string()))
     }
 
-    /// The open connection, or a new one.
+    /// The open connection of the next slot, or a new one.
     async fn conn(&self) -> Result<Arc<Conn>> {
-        let mut guard = self.conn.lock().await;
+        let turn = self
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(slot) = self.conns.get(turn % self.conns.len().max(1)) else {
+            return Err(Error::Task("no connection slot".into()));
+        };
+        let mut guard = slot.lock().await;
         if let Some(conn) = guard.as_ref() {
             if !conn.ssh.is_closed() {
                 return Ok(conn.clone());
@@ -306,11 +320,13 @@ impl SftpBackend {
         }
     }
 
-    /// Forgets `conn` if it is still the current connection.
+    /// Forgets `conn` if it is still one of the open connections.
     async fn drop_conn(&self, conn: &Arc<Conn>) {
-        let mut guard = self.conn.lock().await;
-        if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *guard = None;
+        for slot in &self.conns {
+            let mut guard = slot.lock().await;
+            if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *guard = None;
+            }
         }
     }
 
@@ -749,6 +765,10 @@ impl Backend for SftpBackend {
             self.config.port,
             self.config.path.trim_start_matches('/')
         )
+    }
+
+    fn read_size(&self) -> u64 {
+        16 << 20
     }
 
     fn parallel_transfers(&self) -> usize {

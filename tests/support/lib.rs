@@ -9,6 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod netns;
+pub mod proxy;
 pub mod servers;
 
 /// The `kith` binary: `$KITH_BIN`, or the one built beside this test.
@@ -77,7 +79,19 @@ impl Env {
 
     /// `kith` with this repository, cache and password in its environment.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(kith_bin());
+        self.cmd_in(None)
+    }
+
+    /// [`Env::cmd`] run inside network namespace `netns` when given.
+    pub fn cmd_in(&self, netns: Option<&str>) -> Command {
+        let mut c = match netns {
+            None => Command::new(kith_bin()),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(kith_bin());
+                c
+            }
+        };
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())

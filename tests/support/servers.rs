@@ -42,23 +42,61 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Waits until `port` accepts connections, or the child exits, or 15 s pass.
-fn wait_for_port(child: &mut Child, port: u16, what: &str, log: &Path) {
+/// Whether `host:port` accepts connections, seen from network namespace
+/// `netns` (the test's own when `None`).
+pub fn reachable(netns: Option<&str>, host: &str, port: u16) -> bool {
+    match netns {
+        None => TcpStream::connect((host, port)).is_ok(),
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{host}/{port}"))
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+    }
+}
+
+/// `program` started inside network namespace `netns` when given.
+fn command_in(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        None => server_command(program),
+        Some(ns) => {
+            // `ip netns exec` execs its command in place, so the server
+            // keeps the test as its parent and setpriv's death signal holds.
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            let setpriv = Path::new("/usr/bin/setpriv");
+            if setpriv.exists() {
+                c.arg(setpriv).args(["--pdeathsig", "KILL", "--"]);
+            }
+            c.arg(program);
+            c
+        }
+    }
+}
+
+/// Waits until `host:port` accepts connections, or the child exits, or 15 s pass.
+fn wait_for_port(
+    child: &mut Child,
+    (netns, host, port): (Option<&str>, &str, u16),
+    what: &str,
+    log: &Path,
+) {
     let start = Instant::now();
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if reachable(netns, host, port) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
-                "{what} exited with {status} before listening on 127.0.0.1:{port}:\n{}",
+                "{what} exited with {status} before listening on {host}:{port}:\n{}",
                 fs::read_to_string(log).unwrap_or_default()
             );
         }
         if start.elapsed() > Duration::from_secs(15) {
             let _ = child.kill();
             panic!(
-                "{what} did not listen on 127.0.0.1:{port} within 15 s:\n{}",
+                "{what} did not listen on {host}:{port} within 15 s:\n{}",
                 fs::read_to_string(log).unwrap_or_default()
             );
         }
@@ -87,10 +125,17 @@ pub fn keygen(path: &Path) {
     );
 }
 
-/// An sshd on 127.0.0.1 with a fresh host key, accepting one fresh client
-/// key for the current user; SFTP through `internal-sftp`.
+/// An sshd on 127.0.0.1 (or an address of a test's network namespace)
+/// with a fresh host key, accepting one fresh client key for the current
+/// user; SFTP through `internal-sftp`.
 pub struct Sshd {
     child: Child,
+    config: PathBuf,
+    log: PathBuf,
+    /// The address it listens on.
+    pub host: String,
+    /// The network namespace it runs in (`None`: the test's own).
+    pub netns: Option<String>,
     /// Its folder: keys, config, log.
     pub dir: tempfile::TempDir,
     /// The port it listens on.
@@ -104,8 +149,15 @@ pub struct Sshd {
 }
 
 impl Sshd {
-    /// Starts the server; panics with a clear message when it cannot.
+    /// Starts the server on 127.0.0.1; panics with a clear message when it
+    /// cannot.
     pub fn start() -> Sshd {
+        Self::start_at("127.0.0.1", None)
+    }
+
+    /// Starts the server on `host`, inside network namespace `netns` when
+    /// given.
+    pub fn start_at(host: &str, netns: Option<&str>) -> Sshd {
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.exists(),
@@ -133,7 +185,7 @@ impl Sshd {
             &config,
             format!(
                 "Port {port}\n\
-                 ListenAddress 127.0.0.1\n\
+                 ListenAddress {host}\n\
                  HostKey {hk}\n\
                  PidFile {pid}\n\
                  AuthorizedKeysFile {ak}\n\
@@ -158,19 +210,15 @@ impl Sshd {
         let mut fields = host_pub.split_whitespace();
         let (alg, key) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
         let known_hosts = d.join("known_hosts");
-        fs::write(&known_hosts, format!("[127.0.0.1]:{port} {alg} {key}\n")).expect("known_hosts");
+        fs::write(&known_hosts, format!("[{host}]:{port} {alg} {key}\n")).expect("known_hosts");
         let log = d.join("sshd.log");
-        let mut child = server_command(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("sshd log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start /usr/sbin/sshd: {e}"));
-        wait_for_port(&mut child, port, "sshd", &log);
+        let child = Self::spawn(netns, host, port, &config, &log);
         Sshd {
             child,
+            config,
+            log,
+            host: host.to_owned(),
+            netns: netns.map(str::to_owned),
             dir,
             port,
             client_key,
@@ -179,14 +227,64 @@ impl Sshd {
         }
     }
 
+    fn spawn(netns: Option<&str>, host: &str, port: u16, config: &Path, log: &Path) -> Child {
+        let mut child = command_in(netns, Path::new("/usr/sbin/sshd"))
+            .args(["-D", "-e", "-f"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("sshd log"),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start /usr/sbin/sshd: {e}"));
+        wait_for_port(&mut child, (netns, host, port), "sshd", log);
+        child
+    }
+
     /// The URL of a repository at `path` (absolute) on this server.
     pub fn url(&self, path: &Path) -> String {
-        format!(
-            "sftp://{}@127.0.0.1:{}{}",
-            self.user,
+        self.url_via(&self.host, self.port, path)
+    }
+
+    /// The URL of a repository at `path` on this server, reached through
+    /// `host:port` (a proxy in front of it).
+    pub fn url_via(&self, host: &str, port: u16, path: &Path) -> String {
+        format!("sftp://{}@{host}:{port}{}", self.user, path.display())
+    }
+
+    /// Records the server's host key for `host:port` as well (a proxy in
+    /// front of it), in the known_hosts file of [`Sshd::vars`].
+    pub fn trust_via(&self, host: &str, port: u16) {
+        let line = fs::read_to_string(&self.known_hosts).expect("known_hosts");
+        let key = line.split_once(' ').map(|(_, k)| k).unwrap_or("").trim();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.known_hosts)
+            .expect("known_hosts");
+        writeln!(f, "[{host}]:{port} {key}").expect("known_hosts");
+    }
+
+    /// Kills the server and every connection it serves, as a crash would.
+    pub fn kill(&mut self) {
+        self.drop_connections();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again, on the same port with the same keys.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(
+            self.netns.as_deref(),
+            &self.host,
             self.port,
-            path.display()
-        )
+            &self.config,
+            &self.log,
+        );
     }
 
     /// The environment `kith` needs to log in.
@@ -240,23 +338,50 @@ impl Drop for Sshd {
     }
 }
 
-/// The moto S3 server on 127.0.0.1, in memory.
+/// The moto S3 server on 127.0.0.1 (or an address of a test's network
+/// namespace), in memory.
 pub struct Moto {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The address it listens on.
+    pub host: String,
+    /// The network namespace it runs in (`None`: the test's own).
+    pub netns: Option<String>,
     /// The port it listens on.
     pub port: u16,
+    recording: bool,
 }
 
 impl Moto {
-    /// Starts the server; panics with a clear message when it cannot.
+    /// Starts the server on 127.0.0.1; panics with a clear message when it
+    /// cannot.
     pub fn start() -> Moto {
+        Self::start_with("127.0.0.1", None, false)
+    }
+
+    /// Starts the server on `host`, inside network namespace `netns` when
+    /// given. With `recording`, moto appends every request it receives
+    /// whole (body included) to a file, which [`Moto::restart`] replays:
+    /// moto keeps buckets in memory only, and replaying what it was sent is
+    /// how its contents survive a restart.
+    pub fn start_with(host: &str, netns: Option<&str>, recording: bool) -> Moto {
         let dir = tempfile::Builder::new()
             .prefix("kith-moto-")
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let log = dir.path().join("moto.log");
+        let child = Self::spawn(dir.path(), netns, host, port, recording);
+        Moto {
+            child,
+            dir,
+            host: host.to_owned(),
+            netns: netns.map(str::to_owned),
+            port,
+            recording,
+        }
+    }
+
+    fn spawn(dir: &Path, netns: Option<&str>, host: &str, port: u16, recording: bool) -> Child {
         let (program, pre): (PathBuf, &[&str]) = match find_in_path("moto_server") {
             Some(p) => (p, &[]),
             None => (
@@ -264,35 +389,85 @@ impl Moto {
                 &["-m", "moto.server"],
             ),
         };
-        let mut child = server_command(&program)
-            .args(pre)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let append = |name: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .expect("moto log")
+        };
+        let mut cmd = command_in(netns, &program);
+        cmd.args(pre)
+            .args(["-H", host, "-p", &port.to_string()])
             .stdin(Stdio::null())
-            .stdout(fs::File::create(&log).expect("moto log"))
-            .stderr(fs::File::create(dir.path().join("moto.err")).expect("moto log"))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start moto_server: {e}; install it with \
-                     `python3 -m pip install 'moto[server]'` (scripts/test does)"
-                )
-            });
+            .stdout(append("moto.log"))
+            .stderr(append("moto.err"));
+        if recording {
+            cmd.env("MOTO_ENABLE_RECORDING", "True")
+                .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"));
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start moto_server: {e}; install it with \
+                 `python3 -m pip install 'moto[server]'` (scripts/test does)"
+            )
+        });
         wait_for_port(
             &mut child,
-            port,
+            (netns, host, port),
             "moto_server",
-            &dir.path().join("moto.err"),
+            &dir.join("moto.err"),
         );
-        Moto {
-            child,
-            _dir: dir,
-            port,
+        child
+    }
+
+    /// Kills the server, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port. A recording server gets
+    /// back what it held by replaying every request it had received.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(
+            self.dir.path(),
+            self.netns.as_deref(),
+            &self.host,
+            self.port,
+            self.recording,
+        );
+        if self.recording {
+            assert!(self.netns.is_none(), "replay goes through 127.0.0.1");
+            // moto appends each request as a JSON line, in two writes
+            // (object, then newline) that concurrent requests interleave,
+            // so two objects can share a line; and a kill mid-append
+            // leaves a partial last object. Rewrite it one whole object a
+            // line: the partial one is dropped, like a write a crashed
+            // server had not finished.
+            let log = self.dir.path().join("recording.jsonl");
+            let raw = fs::read(&log).unwrap_or_default();
+            let mut clean = Vec::with_capacity(raw.len());
+            for value in serde_json::Deserializer::from_slice(&raw).into_iter::<serde_json::Value>() {
+                let Ok(value) = value else { break };
+                serde_json::to_writer(&mut clean, &value).expect("encode");
+                clean.push(b'\n');
+            }
+            fs::write(&log, clean).expect("rewrite the recording");
+            let (status, body) = http(self.port, "POST", "/moto-api/recorder/replay-recording", b"");
+            assert_eq!(
+                status,
+                200,
+                "replay: {}\n{}",
+                String::from_utf8_lossy(&body),
+                fs::read_to_string(self.dir.path().join("moto.err")).unwrap_or_default()
+            );
         }
     }
 
     /// The endpoint URL (`AWS_ENDPOINT_URL`).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The environment `kith` needs.
@@ -387,7 +562,12 @@ impl RemoteEnv {
 
     /// `kith` with the repository URL and the extra environment.
     pub fn cmd(&self) -> Command {
-        let mut c = self.env.cmd();
+        self.cmd_in(None)
+    }
+
+    /// [`RemoteEnv::cmd`] run inside network namespace `netns` when given.
+    pub fn cmd_in(&self, netns: Option<&str>) -> Command {
+        let mut c = self.env.cmd_in(netns);
         c.env("KITH_REPOSITORY", &self.url);
         for (k, v) in &self.vars {
             c.env(k, v);

@@ -70,6 +70,7 @@ pub(crate) async fn run(ctx: &Context, args: &BackupArgs) -> Result<u8, CliError
             "blobs_added": s.blobs_added,
             "duration_ms": s.duration_ms,
             "failed": outcome.failed.iter().map(|(p, m)| serde_json::json!({"path": p.display().to_string(), "error": m})).collect::<Vec<_>>(),
+            "adopted_packs": outcome.adopted_packs,
         }))?;
     } else if !ctx.global.quiet {
         println!(
@@ -84,6 +85,12 @@ pub(crate) async fn run(ctx: &Context, args: &BackupArgs) -> Result<u8, CliError
             }
         );
         println!("Folders: {}", s.dirs);
+        if outcome.adopted_packs > 0 {
+            println!(
+                "Recorded {} packs an earlier, unfinished backup had stored",
+                outcome.adopted_packs
+            );
+        }
         println!(
             "Added: {} ({} stored) in {} new blobs; processed {} in total",
             output::bytes(s.data_added),

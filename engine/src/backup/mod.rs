@@ -16,6 +16,7 @@
 //! buffers per worker however large the backup. The snapshot is written
 //! last: it is the commit point.
 
+mod adopt;
 mod dir;
 mod meta;
 mod options;

@@ -119,4 +119,7 @@ pub struct BackupOutcome {
     pub summary: BackupSummary,
     /// Paths that could not be read.
     pub failed: Vec<(PathBuf, String)>,
+    /// Packs found in the repository without an index entry (left by a
+    /// backup that failed) and recorded before this backup started.
+    pub adopted_packs: u64,
 }

@@ -453,6 +453,15 @@ pub async fn backup(
     let index = repo.index().await?;
     // Phase 1 runs under a session marker only; no lock blocks other writers.
     let mut session = lock::start_session(repo, "backup").await?;
+    // Packs a failed backup stored but did not record: record them now, so
+    // their blobs count as present (see `adopt`).
+    let adopted = match super::adopt::adopt_unindexed(repo, &index).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = session.release(repo).await;
+            return Err(e);
+        }
+    };
     let prepared = Prepared {
         paths,
         index,
@@ -464,8 +473,9 @@ pub async fn backup(
     };
     let result = run(repo, prepared, options, observer, &mut session).await;
     let released = session.release(repo).await;
-    let outcome = result?;
+    let mut outcome = result?;
     released?;
+    outcome.adopted_packs = adopted;
     Ok(outcome)
 }
 
@@ -655,6 +665,7 @@ async fn run(
         snapshot,
         summary,
         failed,
+        adopted_packs: 0,
     })
 }
 

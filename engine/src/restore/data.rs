@@ -24,8 +24,10 @@ use super::plan::Plan;
 
 /// Blobs closer than this are read together, gap included.
 const MAX_GAP: u64 = 1024 * 1024;
-/// Longest single ranged read.
-const MAX_RANGE: u64 = 4 * 1024 * 1024;
+/// Bounds on the longest single ranged read, which the backend chooses
+/// (`Backend::read_size`: a few MiB locally, a whole pack remotely).
+const MIN_RANGE: u64 = 1024 * 1024;
+const MAX_RANGE: u64 = 64 * 1024 * 1024;
 
 struct Range {
     pack: PackId,
@@ -41,7 +43,10 @@ struct RangeResult {
     damage: bool,
 }
 
-fn ranges(mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>) -> Vec<Range> {
+fn ranges(
+    mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    max_range: u64,
+) -> Vec<Range> {
     let mut out = Vec::new();
     for (pack, blobs) in by_pack.iter_mut() {
         blobs.sort_by_key(|(_, l)| l.offset);
@@ -51,7 +56,7 @@ fn ranges(mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>) -> Vec<Rang
             let end = start + u64::from(loc.length);
             match &mut current {
                 Some(r)
-                    if start <= r.offset + r.length + MAX_GAP && end - r.offset <= MAX_RANGE =>
+                    if start <= r.offset + r.length + MAX_GAP && end - r.offset <= max_range =>
                 {
                     r.length = r.length.max(end - r.offset);
                     r.blobs.push((id, loc));
@@ -161,7 +166,8 @@ pub(crate) async fn fill(
     let key = *repo.chunk_id_key();
     let permits = Arc::new(Semaphore::new(options.concurrency.unwrap_or(4).max(1)));
     let mut tasks: JoinSet<RangeResult> = JoinSet::new();
-    for range in ranges(by_pack) {
+    let max_range = repo.backend().read_size().clamp(MIN_RANGE, MAX_RANGE);
+    for range in ranges(by_pack, max_range) {
         let Some(cipher) = ciphers.get(&range.pack).cloned() else {
             continue;
         };
@@ -335,7 +341,7 @@ mod tests {
                 (BlobId([2; 32]), loc(1, 100, 100)),
             ],
         );
-        let r = ranges(m);
+        let r = ranges(m, 4 << 20);
         assert_eq!(r.len(), 2);
         let first = r.iter().find(|r| r.offset == 0).unwrap();
         assert_eq!(first.length, 200);
