@@ -59,6 +59,10 @@ impl Backend for CrashAfter {
         self.inner.parallel_transfers()
     }
 
+    fn read_size(&self) -> u64 {
+        self.inner.read_size()
+    }
+
     async fn create(&self) -> Result<()> {
         let r = self.inner.create().await;
         self.wrote();
