@@ -109,6 +109,9 @@ pub struct Repository {
     /// or another process holds it.
     temp_cache: Mutex<Option<tempfile::TempDir>>,
     ciphers: Mutex<HashMap<PackId, Arc<Cipher>>>,
+    /// After how long without a refresh a lock or session record of another
+    /// process is stale.
+    stale_after: std::time::Duration,
 }
 
 impl std::fmt::Debug for Repository {
@@ -314,7 +317,21 @@ impl Repository {
             index: OnceCell::new(),
             temp_cache: Mutex::new(None),
             ciphers: Mutex::new(HashMap::new()),
+            stale_after: crate::lock::DEFAULT_STALE_AFTER,
         })
+    }
+
+    /// After how long without a refresh a lock or session record is stale
+    /// (default [`crate::lock::DEFAULT_STALE_AFTER`]).
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.stale_after
+    }
+
+    /// Sets the staleness limit. Every process sharing the repository
+    /// should use the same one: holders refresh their records six times
+    /// per period, and others treat a record older than it as abandoned.
+    pub fn set_stale_after(&mut self, stale_after: std::time::Duration) {
+        self.stale_after = stale_after.max(std::time::Duration::from_millis(60));
     }
 
     /// The storage.
@@ -522,6 +539,35 @@ impl Repository {
         .map_err(|e| Error::BlobDamaged {
             blob: *id,
             pack: location.pack,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads one blob from a given place, whether or not the index knows it.
+    pub async fn read_blob_at(
+        &self,
+        pack: &PackId,
+        ephemeral: &[u8; 32],
+        entry: &crate::pack::PackEntry,
+    ) -> Result<Vec<u8>> {
+        let cipher = self.cipher_for(pack, ephemeral)?;
+        let handle = Handle::new(Kind::Pack, pack.to_hex())?;
+        let sealed = self
+            .backend
+            .get_range(&handle, u64::from(entry.offset), u64::from(entry.length))
+            .await?;
+        blob::open_blob(
+            &cipher,
+            &self.write_keys.chunk_id_key,
+            entry.kind,
+            entry.compression,
+            &entry.id,
+            entry.raw_length,
+            &sealed,
+        )
+        .map_err(|e| Error::BlobDamaged {
+            blob: entry.id,
+            pack: *pack,
             reason: e.to_string(),
         })
     }

@@ -16,3 +16,4 @@ pub(crate) mod snapshots;
 pub(crate) mod stats;
 pub(crate) mod tag;
 pub(crate) mod unlock;
+pub(crate) mod prune;

@@ -18,8 +18,11 @@
 
 mod dir;
 mod meta;
+mod commit;
 mod options;
 mod pipeline;
+mod resume;
+mod sources;
 mod upload;
 mod walk;
 
