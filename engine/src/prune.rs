@@ -235,6 +235,18 @@ async fn read_index(
 
 async fn plan(repo: &Repository, options: &PruneOptions) -> Result<Plan> {
     let mut plan = Plan::default();
+    // Snapshots first: every pack a listed snapshot needs was stored before
+    // it, so the listing of packs below holds them all. A snapshot committed
+    // after this listing (possible only while this prune's lock looked
+    // stale) may rely on packs that seem unused here: they are condemned,
+    // never deleted, and the next prune rescues them. Snapshots are read
+    // after `read_at`: a pack condemned a grace period before it may go.
+    let read_at = now_ns();
+    let (snapshots, errors) = repo.snapshots().await?;
+    if let Some(e) = errors.into_iter().next() {
+        return Err(refuse(e, "a snapshot cannot be read"));
+    }
+    plan.report.snapshots = snapshots.len() as u64;
     let (indexed, old_deltas, duplicates) = read_index(repo).await?;
     plan.old_deltas = old_deltas;
     let listed: HashMap<PackId, u64> = repo
@@ -299,14 +311,6 @@ async fn plan(repo: &Repository, options: &PruneOptions) -> Result<Plan> {
         list.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     }
 
-    // Snapshots are read after this moment: a pack condemned a grace period
-    // before it may go.
-    let read_at = now_ns();
-    let (snapshots, errors) = repo.snapshots().await?;
-    if let Some(e) = errors.into_iter().next() {
-        return Err(refuse(e, "a snapshot cannot be read"));
-    }
-    plan.report.snapshots = snapshots.len() as u64;
     let used = used_blobs(repo, &snapshots, &places, &packs).await?;
     plan.report.blobs_used = used.len() as u64;
 

@@ -446,11 +446,18 @@ impl Repository {
                 let id = *id;
                 fetches.push(tokio::spawn(async move {
                     let handle = Handle::new(Kind::Index, id.to_hex())?;
-                    Ok::<_, Error>((id, backend.get(&handle).await?))
+                    match backend.get(&handle).await {
+                        Ok(bytes) => Ok::<_, Error>((id, Some(bytes))),
+                        // A prune replaced it after the listing; the delta
+                        // that replaces it is read at the next sync.
+                        Err(e) if e.is_not_found() => Ok((id, None)),
+                        Err(e) => Err(e.into()),
+                    }
                 }));
             }
             for f in fetches {
                 let (id, bytes) = f.await.map_err(|e| Error::Task(e.to_string()))??;
+                let Some(bytes) = bytes else { continue };
                 match IndexFile::from_bytes(&secret, &bytes, &id) {
                     Ok(file) => batch.push((id, file)),
                     Err(e) => {
