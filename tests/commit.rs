@@ -28,7 +28,13 @@ fn signal(child: &Child, sig: &str) {
 fn start_and_suspend(env: &Env, src: &Path) -> Child {
     let mut child = env
         .cmd()
-        .args(["backup", src.to_str().unwrap(), "--json", "--stale-after", STALE])
+        .args([
+            "backup",
+            src.to_str().unwrap(),
+            "--json",
+            "--stale-after",
+            STALE,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -36,8 +42,14 @@ fn start_and_suspend(env: &Env, src: &Path) -> Child {
     let sessions = env.repo.join("sessions");
     let started = Instant::now();
     while files_under(&sessions).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no session appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the backup ended too soon");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no session appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended too soon"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // Let the walker pass the unchanged files (they come before `zbig`).
@@ -56,9 +68,20 @@ fn start_and_suspend(env: &Env, src: &Path) -> Child {
 fn forget_and_prune_everything(env: &Env) -> u64 {
     // The suspended backup's session must look abandoned first.
     std::thread::sleep(Duration::from_millis(300));
-    env.ok(&["forget", "--keep-tag", "none", "--group-by", "", "--stale-after", STALE]);
+    env.ok(&[
+        "forget",
+        "--keep-tag",
+        "none",
+        "--group-by",
+        "",
+        "--stale-after",
+        STALE,
+    ]);
     let first = env.json(&["prune", "--stale-after", STALE, "--grace", GRACE]);
-    assert!(!first["condemned"].as_array().unwrap().is_empty(), "{first}");
+    assert!(
+        !first["condemned"].as_array().unwrap().is_empty(),
+        "{first}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let second = env.json(&["prune", "--stale-after", STALE, "--grace", GRACE]);
     let deleted = second["deleted"].as_array().unwrap().len() as u64;

@@ -57,17 +57,29 @@ fn unused_packs_are_condemned_first_and_deleted_only_after_the_grace_period() {
     let first = prune(&env, &[]);
     assert_eq!(count(&first, "condemned"), count(&dry, "condemned"));
     assert_eq!(count(&first, "deleted"), 0, "nothing is deleted at once");
-    assert_eq!(packs(&env), before, "condemned packs stay for the grace period");
+    assert_eq!(
+        packs(&env),
+        before,
+        "condemned packs stay for the grace period"
+    );
     assert_eq!(files_under(&env.repo.join("condemned")).len(), 1);
     env.ok(&["check", "--read-data"]);
 
     let soon = prune(&env, &[]);
-    assert_eq!(count(&soon, "deleted"), 0, "still within the grace period: {soon}");
+    assert_eq!(
+        count(&soon, "deleted"),
+        0,
+        "still within the grace period: {soon}"
+    );
     assert_eq!(count(&soon, "waiting"), count(&first, "condemned"));
 
     std::thread::sleep(Duration::from_millis(700));
     let later = prune(&env, &[]);
-    assert_eq!(count(&later, "deleted"), count(&first, "condemned"), "{later}");
+    assert_eq!(
+        count(&later, "deleted"),
+        count(&first, "condemned"),
+        "{later}"
+    );
     assert_eq!(packs(&env).len(), before.len() - count(&first, "condemned"));
     assert!(files_under(&env.repo.join("condemned")).is_empty());
     env.ok(&["check", "--read-data"]);
@@ -90,7 +102,11 @@ fn partly_used_packs_above_the_threshold_are_repacked() {
     env.ok(&["backup", src.to_str().unwrap(), "-q"]);
     env.ok(&["forget", "--keep-last", "1"]);
     let kept = prune(&env, &["--max-unused", "100%"]);
-    assert_eq!(count(&kept, "repacked"), 0, "nothing is over a 100% threshold");
+    assert_eq!(
+        count(&kept, "repacked"),
+        0,
+        "nothing is over a 100% threshold"
+    );
     let report = prune(&env, &["--max-unused", "5%"]);
     assert!(count(&report, "repacked") >= 1, "{report}");
     assert!(report["packs_written"].as_u64().unwrap() >= 1);
@@ -99,7 +115,10 @@ fn partly_used_packs_above_the_threshold_are_repacked() {
     restore_latest_matches(&env, &src, "out1");
     std::thread::sleep(Duration::from_millis(700));
     let after = prune(&env, &[]);
-    assert!(count(&after, "deleted") >= count(&report, "repacked"), "{after}");
+    assert!(
+        count(&after, "deleted") >= count(&report, "repacked"),
+        "{after}"
+    );
     env.ok(&["check", "--read-data"]);
     restore_latest_matches(&env, &src, "out2");
 }
@@ -111,7 +130,10 @@ fn condemned_data_is_not_deduplicated_against_and_a_new_backup_stores_it_again()
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), Rng::new(3).bytes(200_000)).unwrap();
     env.ok(&["backup", src.to_str().unwrap(), "-q"]);
-    let id = env.json(&["snapshots"])[0]["id"].as_str().unwrap().to_owned();
+    let id = env.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     env.ok(&["forget", &id]);
     let condemned = prune(&env, &[]);
     assert!(count(&condemned, "condemned") >= 1);
@@ -164,7 +186,10 @@ fn prune_refuses_with_exit_11_while_a_fresh_backup_runs_and_expires_stale_sessio
     let out = env.run(&["prune", "--stale-after", "1h", "--grace", "1h"]);
     assert_eq!(out.status.code(), Some(11));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("backup") && stderr.contains("locked"), "{stderr}");
+    assert!(
+        stderr.contains("backup") && stderr.contains("locked"),
+        "{stderr}"
+    );
     // The session is never refreshed: with a short staleness limit it is
     // abandoned, and the prune removes it.
     std::thread::sleep(Duration::from_millis(400));

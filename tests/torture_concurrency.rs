@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use kith_e2e::{Env, Rng};
 
 const HOSTS: usize = 3;
-const KEEP_LAST: usize = 3;
+const KEEP_LAST: usize = 2;
 const STALE_MS: u64 = 200;
 const STALE: &str = "200ms";
 const GRACE: &str = "250ms";
@@ -41,7 +41,11 @@ impl Host {
         fs::create_dir_all(self.src.join("sub")).unwrap();
         let changes = 1 + rng.next_u64() % 4;
         for _ in 0..changes {
-            let dir = if rng.next_u64() % 2 == 0 { "" } else { "sub/" };
+            let dir = if rng.next_u64().is_multiple_of(2) {
+                ""
+            } else {
+                "sub/"
+            };
             let name = format!("{dir}f{}", rng.next_u64() % 8);
             let path = self.src.join(&name);
             match rng.next_u64() % 5 {
@@ -142,7 +146,16 @@ fn concurrent_backups_forget_prune_suspends_and_kills_never_lose_a_committed_sna
         let mut running: Vec<Running> = Vec::new();
         for (i, h) in hosts.iter().enumerate() {
             let child = h
-                .cmd(&env, &["backup", h.src.to_str().unwrap(), "--host", &h.name, "--json"])
+                .cmd(
+                    &env,
+                    &[
+                        "backup",
+                        h.src.to_str().unwrap(),
+                        "--host",
+                        &h.name,
+                        "--json",
+                    ],
+                )
                 .spawn()
                 .unwrap();
             running.push(Running {
@@ -217,9 +230,7 @@ fn concurrent_backups_forget_prune_suspends_and_kills_never_lose_a_committed_sna
                     // Longer than the staleness limit: others may treat the
                     // process's locks and session as abandoned.
                     signal(pid, "-STOP");
-                    std::thread::sleep(Duration::from_millis(
-                        STALE_MS + 50 + rng.next_u64() % 200,
-                    ));
+                    std::thread::sleep(Duration::from_millis(STALE_MS + 50 + rng.next_u64() % 200));
                     signal(pid, "-CONT");
                     stops += 1;
                 }
@@ -267,7 +278,16 @@ fn concurrent_backups_forget_prune_suspends_and_kills_never_lose_a_committed_sna
         // A quiet backup ends the round: it indexes what killed processes
         // stored and left unlisted, as the next backup after a crash does.
         let quiet = hosts[0]
-            .cmd(&env, &["backup", hosts[0].src.to_str().unwrap(), "--host", &hosts[0].name, "--json"])
+            .cmd(
+                &env,
+                &[
+                    "backup",
+                    hosts[0].src.to_str().unwrap(),
+                    "--host",
+                    &hosts[0].name,
+                    "--json",
+                ],
+            )
             .output()
             .unwrap();
         assert_eq!(
@@ -289,7 +309,10 @@ fn concurrent_backups_forget_prune_suspends_and_kills_never_lose_a_committed_sna
             check.status.code(),
             Some(0),
             "{}",
-            ctx(&format!("check failed:\n{}", String::from_utf8_lossy(&check.stdout)))
+            ctx(&format!(
+                "check failed:\n{}",
+                String::from_utf8_lossy(&check.stdout)
+            ))
         );
 
         let listed: Vec<(String, String)> = env
@@ -333,16 +356,44 @@ fn concurrent_backups_forget_prune_suspends_and_kills_never_lose_a_committed_sna
         for id in gone {
             committed.remove(&id);
         }
-        for (id, (host, _, tree)) in &committed {
-            let target = env.path(&format!("restore-{round}-{}", &id[..8]));
-            env.ok(&["restore", id, "--target", target.to_str().unwrap()]);
-            let restored = read_tree(&Env::restored(&target, &hosts[*host].src));
-            assert!(
-                restored == *tree,
-                "{}",
-                ctx(&format!("snapshot {id} of host{host} does not restore bit-exact"))
-            );
-            fs::remove_dir_all(&target).unwrap();
+        // Restore every committed snapshot still listed, a few at a time.
+        let all: Vec<(&String, &(usize, u64, Tree))> = committed.iter().collect();
+        for batch in all.chunks(6) {
+            let jobs: Vec<_> = batch
+                .iter()
+                .map(|(id, (host, _, tree))| {
+                    let target = env.path(&format!("restore-{round}-{}", &id[..8]));
+                    let child = env
+                        .cmd()
+                        .args(["restore", id, "--target", target.to_str().unwrap()])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    (id, *host, tree, target, child)
+                })
+                .collect();
+            for (id, host, tree, target, child) in jobs {
+                let out = child.wait_with_output().unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{}",
+                    ctx(&format!(
+                        "restore of {id} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                );
+                let restored = read_tree(&Env::restored(&target, &hosts[host].src));
+                assert!(
+                    restored == *tree,
+                    "{}",
+                    ctx(&format!(
+                        "snapshot {id} of host{host} does not restore bit-exact"
+                    ))
+                );
+                fs::remove_dir_all(&target).unwrap();
+            }
         }
         verifying += verify_started.elapsed();
     }

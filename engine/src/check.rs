@@ -353,7 +353,12 @@ async fn check_locked(
             let (bytes, cipher, entries) = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    err(&mut report, "damaged_pack", format!("pack {id}"), e.to_string());
+                    err(
+                        &mut report,
+                        "damaged_pack",
+                        format!("pack {id}"),
+                        e.to_string(),
+                    );
                     continue;
                 }
             };

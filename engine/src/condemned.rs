@@ -90,7 +90,9 @@ pub async fn condemned_packs(repo: &Repository) -> Result<HashMap<PackId, Condem
 }
 
 /// The union of records; a pack condemned twice keeps its earliest time.
-pub fn merge<'a>(records: impl Iterator<Item = &'a Condemnation>) -> HashMap<PackId, CondemnedPack> {
+pub fn merge<'a>(
+    records: impl Iterator<Item = &'a Condemnation>,
+) -> HashMap<PackId, CondemnedPack> {
     let mut out: HashMap<PackId, CondemnedPack> = HashMap::new();
     for r in records {
         for p in &r.packs {
@@ -107,7 +109,10 @@ pub async fn write(repo: &Repository, record: &Condemnation) -> Result<String> {
     let bytes = record.to_bytes(&repo.write_keys().coordination_key());
     let name = hex::encode(hash_of(&bytes));
     repo.backend()
-        .put(&Handle::new(Kind::Condemned, name.clone())?, Bytes::from(bytes))
+        .put(
+            &Handle::new(Kind::Condemned, name.clone())?,
+            Bytes::from(bytes),
+        )
         .await?;
     Ok(name)
 }

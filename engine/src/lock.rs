@@ -98,25 +98,32 @@ fn file_kind(kind: Kind) -> FileKind {
 }
 
 fn encode(repo: &Repository, kind: Kind, record: &Record) -> Vec<u8> {
+    encode_record(&repo.write_keys().coordination_key(), kind, record)
+}
+
+/// Encrypts a lock (`Kind::Lock`) or session (`Kind::Session`) record.
+pub fn encode_record(key: &crypto::SymmetricKey, kind: Kind, record: &Record) -> Vec<u8> {
     let header = envelope::header(file_kind(kind));
     let mut out = header.to_vec();
-    crypto::Cipher::new(&repo.write_keys().coordination_key()).seal_into(
-        &header,
-        &envelope::encode(record),
-        &mut out,
-    );
+    crypto::Cipher::new(key).seal_into(&header, &envelope::encode(record), &mut out);
     out
 }
 
 fn decode(repo: &Repository, kind: Kind, bytes: &[u8], name: &str) -> Result<Record> {
+    decode_record(&repo.write_keys().coordination_key(), kind, bytes, name)
+}
+
+/// Decrypts and decodes a lock or session record.
+pub fn decode_record(
+    key: &crypto::SymmetricKey,
+    kind: Kind,
+    bytes: &[u8],
+    name: &str,
+) -> Result<Record> {
     let object = format!("{} {name}", kind.noun());
     let body = envelope::check(bytes, file_kind(kind), &object)?;
-    let plain = crypto::open(
-        &repo.write_keys().coordination_key(),
-        &bytes[..envelope::HEADER_LEN],
-        body,
-    )
-    .map_err(|_| Error::corrupt(&object, "authentication failed"))?;
+    let plain = crypto::open(key, &bytes[..envelope::HEADER_LEN], body)
+        .map_err(|_| Error::corrupt(&object, "authentication failed"))?;
     envelope::decode(&plain, &object)
 }
 

@@ -205,9 +205,7 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneRep
     Ok(report)
 }
 
-async fn read_index(
-    repo: &Repository,
-) -> Result<(HashMap<PackId, IndexPack>, Vec<IndexId>, bool)> {
+async fn read_index(repo: &Repository) -> Result<(HashMap<PackId, IndexPack>, Vec<IndexId>, bool)> {
     let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
     let mut old = Vec::new();
     let mut duplicates = false;
@@ -254,7 +252,11 @@ async fn plan(repo: &Repository, options: &PruneOptions) -> Result<Plan> {
         .list(Kind::Pack, "")
         .await?
         .into_iter()
-        .filter_map(|o| PackId::from_hex(o.handle.name()).ok().map(|id| (id, o.size)))
+        .filter_map(|o| {
+            PackId::from_hex(o.handle.name())
+                .ok()
+                .map(|id| (id, o.size))
+        })
         .collect();
     plan.report.packs = listed.len() as u64;
     let (records, record_errors) = condemned::list(repo).await?;
@@ -373,9 +375,7 @@ async fn plan(repo: &Repository, options: &PruneOptions) -> Result<Plan> {
             plan.report.condemned.push(*id);
             plan.report.bytes_condemned += size;
             plan.index_changes |= s.indexed;
-        } else if unused > options.max_unused_percent
-            && used.len() < s.index.blobs.len()
-        {
+        } else if unused > options.max_unused_percent && used.len() < s.index.blobs.len() {
             plan.report.repacked.push(*id);
             plan.report.blobs_repacked += used.len() as u64;
             plan.repack.push((s.index.clone(), used));
@@ -567,7 +567,9 @@ async fn execute(repo: &Repository, mut plan: Plan, watch: &Watch) -> Result<Pru
                     .delete(&Handle::new(Kind::Pack, p.id.to_hex())?)
                     .await?;
             }
-            record.packs.retain(|p| !plan.due.iter().any(|d| d.id == p.id));
+            record
+                .packs
+                .retain(|p| !plan.due.iter().any(|d| d.id == p.id));
             record.created = now_ns();
             write_record(repo, &record, &current_records).await?;
         }

@@ -212,9 +212,8 @@ async fn repair_snapshots_locked(
         .into_iter()
         .filter_map(|o| PackId::from_hex(o.handle.name()).ok())
         .collect();
-    let usable = |b: &crate::id::BlobId| {
-        matches!(index.lookup(b), Ok(Some(l)) if present.contains(&l.pack))
-    };
+    let usable =
+        |b: &crate::id::BlobId| matches!(index.lookup(b), Ok(Some(l)) if present.contains(&l.pack));
     // Unreadable snapshot records.
     for o in repo.backend().list(Kind::Snapshot, "").await? {
         let Ok(id) = crate::id::SnapshotId::from_hex(o.handle.name()) else {
@@ -225,13 +224,21 @@ async fn repair_snapshots_locked(
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };
-        match crate::snapshot::Snapshot::from_bytes(repo.secret("repairing snapshots")?, &bytes, &id) {
+        match crate::snapshot::Snapshot::from_bytes(
+            repo.secret("repairing snapshots")?,
+            &bytes,
+            &id,
+        ) {
             Ok(_) => {}
             Err(e @ Error::Unsupported { .. }) => {
-                report.unreadable.push((format!("snapshot {id}"), e.to_string()));
+                report
+                    .unreadable
+                    .push((format!("snapshot {id}"), e.to_string()));
             }
             Err(e) => {
-                report.unreadable.push((format!("snapshot {id}"), e.to_string()));
+                report
+                    .unreadable
+                    .push((format!("snapshot {id}"), e.to_string()));
                 if forget && !dry_run {
                     repo.backend().delete(&o.handle).await?;
                     report.forgotten.push(id);
@@ -263,7 +270,8 @@ async fn repair_snapshots_locked(
                 Err(e) => return Err(e),
             }
         }
-        let Some(r) = crate::rewrite::drop_lost(snapshot.tree, &trees, &usable, repo.chunk_id_key())
+        let Some(r) =
+            crate::rewrite::drop_lost(snapshot.tree, &trees, &usable, repo.chunk_id_key())
         else {
             continue;
         };
@@ -277,7 +285,8 @@ async fn repair_snapshots_locked(
         }
         for (tree_id, bytes) in &r.trees {
             if !usable(tree_id) {
-                sink.add(crate::blob::BlobKind::Tree, *tree_id, bytes).await?;
+                sink.add(crate::blob::BlobKind::Tree, *tree_id, bytes)
+                    .await?;
             }
         }
         let mut copy = snapshot.clone();

@@ -48,7 +48,9 @@ pub(crate) fn drop_lost(
     let new_root = match r.visit(&root, "/", 0) {
         Some(id) => id,
         None => {
-            r.out.lost.push(("/".into(), "the root tree cannot be read".into()));
+            r.out
+                .lost
+                .push(("/".into(), "the root tree cannot be read".into()));
             r.store(&Tree { nodes: Vec::new() })
         }
     };
@@ -161,16 +163,36 @@ mod tests {
         let missing_tree = BlobId([3; 32]);
         let sub = Tree {
             nodes: vec![
-                node("a", NodeKind::File { content: vec![good] }),
-                node("b", NodeKind::File { content: vec![good, gone] }),
+                node(
+                    "a",
+                    NodeKind::File {
+                        content: vec![good],
+                    },
+                ),
+                node(
+                    "b",
+                    NodeKind::File {
+                        content: vec![good, gone],
+                    },
+                ),
             ],
         };
         let sub_id = blob_id(&key, &sub.to_bytes());
         let root = Tree {
             nodes: vec![
-                node("broken", NodeKind::Dir { subtree: missing_tree }),
+                node(
+                    "broken",
+                    NodeKind::Dir {
+                        subtree: missing_tree,
+                    },
+                ),
                 node("d", NodeKind::Dir { subtree: sub_id }),
-                node("l", NodeKind::Symlink { target: b"x".to_vec() }),
+                node(
+                    "l",
+                    NodeKind::Symlink {
+                        target: b"x".to_vec(),
+                    },
+                ),
             ],
         };
         let root_id = blob_id(&key, &root.to_bytes());
@@ -192,6 +214,9 @@ mod tests {
             .into_iter()
             .filter(|(id, _)| *id != missing_tree)
             .collect();
-        assert!(drop_lost(sub_id, &trees_ok, &all, &key).is_none(), "nothing lost, nothing changes");
+        assert!(
+            drop_lost(sub_id, &trees_ok, &all, &key).is_none(),
+            "nothing lost, nothing changes"
+        );
     }
 }

@@ -27,8 +27,8 @@ pub(crate) fn options(args: &PruneOptionArgs, dry_run: bool) -> Result<PruneOpti
             "--max-unused must be between 0% and 100%".into(),
         ));
     }
-    let grace = parse_duration(&args.grace)
-        .map_err(|e| CliError::Usage(format!("--grace: {e}")))?;
+    let grace =
+        parse_duration(&args.grace).map_err(|e| CliError::Usage(format!("--grace: {e}")))?;
     Ok(PruneOptions::default()
         .max_unused_percent(percent)
         .grace(grace)
@@ -90,7 +90,9 @@ pub(crate) fn print(r: &PruneReport) {
         r.adopted.len()
     );
     if r.deletion_postponed {
-        println!("deletion put off: this prune was paused for longer than the lock allows; run it again");
+        println!(
+            "deletion put off: this prune was paused for longer than the lock allows; run it again"
+        );
     }
     if r.dry_run {
         println!("dry run: nothing changed");

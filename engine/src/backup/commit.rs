@@ -79,13 +79,15 @@ async fn commit_locked(
             heal(repo, shared, &needed).await?;
             return Ok(id);
         }
-        tracing::info!(blobs = redo.len(), "storing again blobs whose packs were removed or condemned");
+        tracing::info!(
+            blobs = redo.len(),
+            "storing again blobs whose packs were removed or condemned"
+        );
         let (mut sink, lost) = reupload(repo, shared, &redo).await?;
         if !lost.is_empty() {
             let trees = load_trees(shared, &snapshot.tree)?;
             let usable = |b: &BlobId| !lost.contains(b);
-            if let Some(r) =
-                rewrite::drop_lost(snapshot.tree, &trees, &usable, repo.chunk_id_key())
+            if let Some(r) = rewrite::drop_lost(snapshot.tree, &trees, &usable, repo.chunk_id_key())
             {
                 for (id, bytes) in &r.trees {
                     shared.sources.tree(*id, bytes)?;

@@ -16,9 +16,9 @@
 //! buffers per worker however large the backup. The snapshot is written
 //! last: it is the commit point.
 
+mod commit;
 mod dir;
 mod meta;
-mod commit;
 mod options;
 mod pipeline;
 mod resume;

@@ -659,4 +659,3 @@ async fn run(
         failed,
     })
 }
-

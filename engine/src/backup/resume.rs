@@ -70,7 +70,10 @@ pub(crate) async fn adopt_unindexed(repo: &Repository, index: &Arc<IndexCache>) 
             .map_err(|e| Error::Task(e.to_string()))??;
     }
     if count > 0 {
-        tracing::info!(packs = count, "indexed packs an interrupted run left behind");
+        tracing::info!(
+            packs = count,
+            "indexed packs an interrupted run left behind"
+        );
     }
     Ok(count)
 }

@@ -85,8 +85,8 @@ impl Sources {
             .file
             .write_all_at(bytes, offset)
             .map_err(|e| Error::io("write a temporary file in", std::env::temp_dir(), e))?;
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| Error::Task("a tree over 4 GiB".into()))?;
+        let len =
+            u32::try_from(bytes.len()).map_err(|_| Error::Task("a tree over 4 GiB".into()))?;
         spill.len += u64::from(len);
         map.insert(id, Source::Tree { offset, len });
         Ok(())
@@ -118,9 +118,8 @@ impl Sources {
                 let file = File::open(&*path)
                     .map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
                 let mut buf = vec![0u8; len as usize];
-                file.read_exact_at(&mut buf, offset).map_err(|e| {
-                    format!("{}: cannot read again: {e}", path.display())
-                })?;
+                file.read_exact_at(&mut buf, offset)
+                    .map_err(|e| format!("{}: cannot read again: {e}", path.display()))?;
                 Ok((BlobKind::Data, buf))
             }
         }
@@ -151,9 +150,15 @@ mod tests {
         s.tree(BlobId([3; 32]), b"tree two").unwrap();
         assert_eq!(s.read(&BlobId([1; 32])).unwrap().1, b"world");
         assert_eq!(s.read(&BlobId([3; 32])).unwrap().1, b"tree two");
-        assert_eq!(s.read(&BlobId([2; 32])).unwrap(), (BlobKind::Tree, b"tree one".to_vec()));
+        assert_eq!(
+            s.read(&BlobId([2; 32])).unwrap(),
+            (BlobKind::Tree, b"tree one".to_vec())
+        );
         assert!(s.read(&BlobId([9; 32])).is_err());
         std::fs::write(&f, b"short").unwrap();
-        assert!(s.read(&BlobId([1; 32])).is_err(), "a shrunk file cannot give the blob");
+        assert!(
+            s.read(&BlobId([1; 32])).is_err(),
+            "a shrunk file cannot give the blob"
+        );
     }
 }

@@ -100,9 +100,9 @@ impl Stored {
 
     fn age(&self) -> std::time::Duration {
         let wall = crate::repo::now_ns().saturating_sub(self.wall);
-        self.at
-            .elapsed()
-            .max(std::time::Duration::from_nanos(u64::try_from(wall).unwrap_or(0)))
+        self.at.elapsed().max(std::time::Duration::from_nanos(
+            u64::try_from(wall).unwrap_or(0),
+        ))
     }
 }
 
@@ -113,7 +113,11 @@ async fn write_delta(
 ) -> Result<()> {
     let stale = repo.stale_after();
     let mut packs: Vec<IndexPack> = Vec::with_capacity(pending.len());
-    let oldest = pending.iter().map(|(_, s)| s.age()).max().unwrap_or_default();
+    let oldest = pending
+        .iter()
+        .map(|(_, s)| s.age())
+        .max()
+        .unwrap_or_default();
     if oldest > stale / 2 {
         // This process may have been suspended long enough for a prune to
         // condemn or delete packs it stored: list only those still alive
