@@ -44,6 +44,9 @@ pub(crate) struct Global {
     /// Print more detail (repeat for debug logs).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+    /// After how long without a refresh another process's lock or backup session counts as abandoned, e.g. `30min` (the default) or `90s`.
+    #[arg(long, env = "KITH_STALE_AFTER", global = true, value_name = "DURATION")]
+    pub(crate) stale_after: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +87,28 @@ pub(crate) enum Command {
     /// Print a repository object, decrypted, for debugging.
     #[command(subcommand)]
     Cat(CatCommand),
+    /// Remove data no snapshot needs: condemn unused packs, delete them after a grace period, repack partly used ones.
+    Prune(PruneArgs),
+}
+
+/// How a prune treats packs.
+#[derive(Debug, Args)]
+pub(crate) struct PruneOptionArgs {
+    /// Repack a partly used pack when more than this share of its bytes is unused.
+    #[arg(long, value_name = "PERCENT", default_value = "10%")]
+    pub(crate) max_unused: String,
+    /// Delete condemned packs only this long after they were condemned, e.g. `1d` (the default) or `12h`.
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    pub(crate) grace: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    #[command(flatten)]
+    pub(crate) options: PruneOptionArgs,
+    /// Show what would be done without changing anything.
+    #[arg(short = 'n', long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +204,11 @@ pub(crate) struct ForgetArgs {
     /// Show what would be forgotten without removing anything.
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
+    /// Prune right after forgetting.
+    #[arg(long)]
+    pub(crate) prune: bool,
+    #[command(flatten)]
+    pub(crate) prune_options: PruneOptionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -320,4 +350,13 @@ pub(crate) enum KeyCommand {
 pub(crate) enum RepairCommand {
     /// Rebuild the index from the pack headers.
     Index,
+    /// Rewrite snapshots whose files or folders cannot be read, leaving out what is lost (copies tagged `repaired`).
+    Snapshots {
+        /// Remove the damaged originals (and unreadable snapshot records) once their copies are stored.
+        #[arg(long)]
+        forget: bool,
+        /// Show what would be lost without writing anything.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
 }

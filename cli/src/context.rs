@@ -138,7 +138,13 @@ impl Context {
     pub(crate) async fn open(&self) -> Result<Repository, CliError> {
         let backend = self.backend()?;
         let credentials = self.credentials()?;
-        Ok(Repository::open(backend, &credentials, self.cache_dir()).await?)
+        let mut repo = Repository::open(backend, &credentials, self.cache_dir()).await?;
+        if let Some(text) = &self.global.stale_after {
+            let stale = kith_engine::forget::parse_duration(text)
+                .map_err(|e| CliError::Usage(format!("--stale-after: {e}")))?;
+            repo.set_stale_after(stale);
+        }
+        Ok(repo)
     }
 }
 

@@ -49,6 +49,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Diff(a) => cmd::diff::run(ctx, a).await,
         Command::Stats => cmd::stats::run(ctx).await,
         Command::Find(a) => cmd::find::run(ctx, a).await,
+        Command::Prune(a) => cmd::prune::run(ctx, a).await,
     }
 }
 

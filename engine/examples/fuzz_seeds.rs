@@ -154,6 +154,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &mut sealed,
     );
     write("blob", "compressed", &sealed)?;
-    let _ = PackId([0; 32]);
+    let coordination = kith_engine::crypto::SymmetricKey::from_bytes([5u8; 32]);
+    let record = kith_engine::lock::Record {
+        exclusive: true,
+        purpose: "prune".into(),
+        host: "host".into(),
+        user: "user".into(),
+        pid: 42,
+        created: 1,
+        refreshed: 2,
+    };
+    write(
+        "coordination",
+        "lock",
+        &kith_engine::lock::encode_record(&coordination, kith_storage::Kind::Lock, &record),
+    )?;
+    let condemned = kith_engine::condemned::Condemnation {
+        created: 3,
+        host: "host".into(),
+        packs: vec![kith_engine::condemned::CondemnedPack {
+            id: PackId([7; 32]),
+            size: 1000,
+            condemned: 3,
+        }],
+    };
+    write(
+        "coordination",
+        "condemnation",
+        &condemned.to_bytes(&coordination),
+    )?;
+    write(
+        "coordination",
+        "condemnation-plain",
+        &envelope::encode(&condemned),
+    )?;
     Ok(())
 }

@@ -47,6 +47,12 @@ pub type CheckObserver = Arc<dyn Fn(&CheckEvent) + Send + Sync>;
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// What kind of problem: `unreadable_index`, `missing_pack`,
+    /// `size_mismatch`, `unreferenced_pack`, `unreadable_condemnation`,
+    /// `unreadable_snapshot`, `missing_tree`, `unreadable_tree`,
+    /// `missing_blob`, `wrong_blob_kind`, `damaged_pack`, `damaged_blob` or
+    /// `index_mismatch`.
+    pub kind: &'static str,
     /// The damaged or missing object, e.g. `pack 3fa2…`.
     pub object: String,
     /// What is wrong.
@@ -70,6 +76,8 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Blobs in the index.
     pub blobs: u64,
+    /// Packs condemned by a prune, waiting to be deleted.
+    pub condemned: u64,
 }
 
 struct Known {
@@ -99,18 +107,23 @@ async fn check_locked(
     let secret = repo.secret("checking")?.clone();
     let backend = repo.backend().clone();
     let mut report = CheckReport::default();
-    let err = |r: &mut CheckReport, object: String, message: String| {
-        r.errors.push(Problem { object, message })
+    let err = |r: &mut CheckReport, kind: &'static str, object: String, message: String| {
+        r.errors.push(Problem {
+            kind,
+            object,
+            message,
+        })
     };
 
     observer(&CheckEvent::Phase("keys"));
     for (object, message) in repo.damaged_keys().await? {
-        err(&mut report, object, message);
+        err(&mut report, "damaged_key", object, message);
     }
 
     observer(&CheckEvent::Phase("index"));
     let mut blobs: HashMap<BlobId, Known> = HashMap::new();
     let mut packs: HashMap<PackId, (u64, [u8; 32], IndexId)> = HashMap::new();
+    let mut by_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for o in backend.list(Kind::Index, "").await? {
         let Ok(id) = IndexId::from_hex(o.handle.name()) else {
             continue;
@@ -123,6 +136,7 @@ async fn check_locked(
             Ok(file) => {
                 for p in file.packs {
                     packs.insert(p.id, (p.size, p.ephemeral, id));
+                    by_pack.insert(p.id, p.blobs.clone());
                     for b in p.blobs {
                         blobs.insert(
                             b.id,
@@ -134,7 +148,12 @@ async fn check_locked(
                     }
                 }
             }
-            Err(e) => err(&mut report, format!("index {id}"), e.to_string()),
+            Err(e) => err(
+                &mut report,
+                "unreadable_index",
+                format!("index {id}"),
+                e.to_string(),
+            ),
         }
     }
     report.blobs = blobs.len() as u64;
@@ -151,29 +170,76 @@ async fn check_locked(
         })
         .collect();
     report.packs = listed.len() as u64;
+    // A blob listed in several packs is looked for in one that exists.
+    for (pack, entries) in &by_pack {
+        if listed.contains_key(pack) {
+            for b in entries {
+                blobs.insert(
+                    b.id,
+                    Known {
+                        blob: *b,
+                        pack: *pack,
+                    },
+                );
+            }
+        }
+    }
     for (id, (size, _, index)) in &packs {
         match listed.get(id) {
             None => err(
                 &mut report,
+                "missing_pack",
                 format!("pack {id}"),
                 format!("is missing (listed in index {})", index.short()),
             ),
             Some(actual) if actual != size => err(
                 &mut report,
+                "size_mismatch",
                 format!("pack {id}"),
                 format!("has {actual} bytes where the index says {size}"),
             ),
             Some(_) => {}
         }
     }
-    for id in listed.keys() {
-        if !packs.contains_key(id) {
+    // A pack no index lists is an inconsistency, unless a prune condemned
+    // it or a running backup has not listed it yet.
+    let (records, record_errors) = crate::condemned::list(repo).await?;
+    for e in record_errors {
+        err(
+            &mut report,
+            "unreadable_condemnation",
+            "condemnation record".into(),
+            e.to_string(),
+        );
+    }
+    let condemned = crate::condemned::merge(records.iter().map(|(_, c)| c));
+    let stale_after = repo.stale_after();
+    let backup_running = crate::lock::list(repo, Kind::Session)
+        .await?
+        .iter()
+        .any(|(_, r)| !r.is_stale(stale_after));
+    let mut unreferenced: Vec<&PackId> = listed
+        .keys()
+        .filter(|id| !packs.contains_key(id) && !condemned.contains_key(id))
+        .collect();
+    unreferenced.sort();
+    for id in unreferenced {
+        let problem = Problem {
+            kind: "unreferenced_pack",
+            object: format!("pack {id}"),
+            message: "is not in any index: the next backup or `kith repair index` indexes it"
+                .into(),
+        };
+        if backup_running {
             report.warnings.push(Problem {
-                object: format!("pack {id}"),
-                message: "is not in any index: run `kith repair index` to add it".into(),
+                message: "is not in any index yet (a backup is running)".into(),
+                ..problem
             });
+        } else {
+            report.errors.push(problem);
         }
     }
+    report.condemned = condemned.len() as u64;
 
     observer(&CheckEvent::Phase("snapshots"));
     let mut ciphers: HashMap<PackId, Arc<Cipher>> = HashMap::new();
@@ -189,7 +255,12 @@ async fn check_locked(
         let snapshot = match snapshot {
             Ok(s) => s,
             Err(e) => {
-                err(&mut report, format!("snapshot {id}"), e.to_string());
+                err(
+                    &mut report,
+                    "unreadable_snapshot",
+                    format!("snapshot {id}"),
+                    e.to_string(),
+                );
                 continue;
             }
         };
@@ -202,6 +273,7 @@ async fn check_locked(
             let Some(known) = blobs.get(&tree_id) else {
                 err(
                     &mut report,
+                    "missing_tree",
                     format!("snapshot {}", id.short()),
                     format!("tree {} of {path} is not in the index", tree_id.short()),
                 );
@@ -212,6 +284,7 @@ async fn check_locked(
                 Err(e) => {
                     err(
                         &mut report,
+                        "unreadable_tree",
                         format!("pack {}", known.pack),
                         format!(
                             "tree {} of {path} in snapshot {}: {e}",
@@ -232,11 +305,23 @@ async fn check_locked(
                             match blobs.get(&b) {
                                 None => err(
                                     &mut report,
+                                    "missing_blob",
                                     format!("snapshot {}", id.short()),
                                     format!("{child}: blob {} is not in the index", b.short()),
                                 ),
+                                Some(k) if !listed.contains_key(&k.pack) => err(
+                                    &mut report,
+                                    "missing_blob",
+                                    format!("snapshot {}", id.short()),
+                                    format!(
+                                        "{child}: blob {} is in pack {}, which is missing",
+                                        b.short(),
+                                        k.pack.short()
+                                    ),
+                                ),
                                 Some(k) if k.blob.kind != BlobKind::Data => err(
                                     &mut report,
+                                    "wrong_blob_kind",
                                     format!("snapshot {}", id.short()),
                                     format!("{child}: blob {} is not a data blob", b.short()),
                                 ),
@@ -273,7 +358,12 @@ async fn check_locked(
             let (bytes, cipher, entries) = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    err(&mut report, format!("pack {id}"), e.to_string());
+                    err(
+                        &mut report,
+                        "damaged_pack",
+                        format!("pack {id}"),
+                        e.to_string(),
+                    );
                     continue;
                 }
             };
@@ -292,21 +382,29 @@ async fn check_locked(
             .map_err(|e| Error::Task(e.to_string()))?;
             let (problems, entries) = problems;
             for p in problems {
-                err(&mut report, object.clone(), p);
+                err(&mut report, "damaged_blob", object.clone(), p);
             }
-            for e in &entries {
-                if let Some(k) = blobs.get(&e.id) {
-                    if k.pack == id && (k.blob.offset != e.offset || k.blob.length != e.length) {
-                        err(
-                            &mut report,
-                            object.clone(),
-                            format!(
-                                "blob {} is at a different place than the index says",
-                                e.id.short()
-                            ),
-                        );
-                    }
-                }
+            // The index's entries for this pack must be exactly its header's.
+            let indexed: HashSet<(BlobId, u32, u32)> = by_pack
+                .get(&id)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| (e.id, e.offset, e.length))
+                .collect();
+            let header: HashSet<(BlobId, u32, u32)> =
+                entries.iter().map(|e| (e.id, e.offset, e.length)).collect();
+            if packs.contains_key(&id) && indexed != header {
+                let extra = indexed.difference(&header).count();
+                let absent = header.difference(&indexed).count();
+                err(
+                    &mut report,
+                    "index_mismatch",
+                    object.clone(),
+                    format!(
+                        "the index lists {extra} blobs the pack header does not, and misses {absent} it does: run `kith repair index`"
+                    ),
+                );
             }
         }
     }

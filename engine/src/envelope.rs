@@ -34,6 +34,8 @@ pub enum FileKind {
     Lock = 6,
     /// A session marker.
     Session = 7,
+    /// A record of condemned packs.
+    Condemned = 8,
 }
 
 /// The six header bytes for `kind`.

@@ -174,39 +174,54 @@ pub fn apply_policy(
     out
 }
 
-/// Parses durations like `2y5m7d3h` (years, months of 30 days, weeks, days, hours).
+/// Parses durations like `2y5m7d3h` or `90s`: years (365 days), `m` months
+/// (30 days), `w` weeks, `d` days, `h` hours, `min` minutes, `s` seconds and
+/// `ms` milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let mut total: u64 = 0;
-    let mut number = String::new();
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
+    let mut total = Duration::ZERO;
+    let trimmed = text.trim();
+    let mut rest = trimmed;
+    if rest.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "duration {text:?}: give a number and a unit, e.g. 7d or 30min"
+        )));
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit_len = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        let (number, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
         let n: u64 = number.parse().map_err(|_| {
-            Error::InvalidInput(format!("duration {text:?}: expected a number before {c:?}"))
+            Error::InvalidInput(format!(
+                "duration {text:?}: expected a number before {unit:?}"
+            ))
         })?;
-        number.clear();
-        let hours = match c {
-            'y' => 365 * 24,
-            'm' => 30 * 24,
-            'w' => 7 * 24,
-            'd' => 24,
-            'h' => 1,
-            _ => {
+        let one = match unit {
+            "y" => Duration::from_secs(365 * 24 * 3600),
+            "m" => Duration::from_secs(30 * 24 * 3600),
+            "w" => Duration::from_secs(7 * 24 * 3600),
+            "d" => Duration::from_secs(24 * 3600),
+            "h" => Duration::from_secs(3600),
+            "min" => Duration::from_secs(60),
+            "s" => Duration::from_secs(1),
+            "ms" => Duration::from_millis(1),
+            "" => {
                 return Err(Error::InvalidInput(format!(
-                    "duration {text:?}: unknown unit {c:?} (use y, m, w, d, h)"
+                    "duration {text:?}: every number needs a unit (y, m, w, d, h, min, s, ms)"
+                )))
+            }
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "duration {text:?}: unknown unit {other:?} (use y, m, w, d, h, min, s, ms)"
                 )))
             }
         };
-        total = total.saturating_add(n.saturating_mul(hours));
+        total = total.saturating_add(one.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)));
+        rest = &rest[digits + unit_len..];
     }
-    if !number.is_empty() || text.trim().is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "duration {text:?}: every number needs a unit (y, m, w, d, h)"
-        )));
-    }
-    Ok(Duration::from_secs(total.saturating_mul(3600)))
+    Ok(total)
 }
 
 /// What `forget` did or would do.
@@ -402,7 +417,9 @@ mod tests {
             parse_duration("1y").unwrap(),
             Duration::from_secs(365 * 24 * 3600)
         );
-        for bad in ["", "5", "3x", "d"] {
+        assert_eq!(parse_duration("2min30s").unwrap(), Duration::from_secs(150));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "5", "3x", "d", "1d 2h", "-1d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }

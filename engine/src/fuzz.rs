@@ -92,6 +92,17 @@ pub fn blob(data: &[u8]) {
     }
 }
 
+/// The coordination records: locks, sessions and condemnation records,
+/// sealed and as plaintext.
+pub fn coordination(data: &[u8]) {
+    let key = SymmetricKey::from_bytes([5u8; 32]);
+    let _ = crate::lock::decode_record(&key, kith_storage::Kind::Lock, data, "fuzz");
+    let _ = crate::lock::decode_record(&key, kith_storage::Kind::Session, data, "fuzz");
+    let _ = crate::condemned::Condemnation::from_bytes(&key, data, "fuzz");
+    let _ = envelope::decode::<crate::lock::Record>(data, "fuzz");
+    let _ = envelope::decode::<crate::condemned::Condemnation>(data, "fuzz");
+}
+
 /// A fuzz entry point.
 pub type Target = fn(&[u8]);
 
@@ -106,4 +117,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("paper_key", paper_key),
     ("blob", blob),
+    ("coordination", coordination),
 ];

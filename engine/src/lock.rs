@@ -98,25 +98,32 @@ fn file_kind(kind: Kind) -> FileKind {
 }
 
 fn encode(repo: &Repository, kind: Kind, record: &Record) -> Vec<u8> {
+    encode_record(&repo.write_keys().coordination_key(), kind, record)
+}
+
+/// Encrypts a lock (`Kind::Lock`) or session (`Kind::Session`) record.
+pub fn encode_record(key: &crypto::SymmetricKey, kind: Kind, record: &Record) -> Vec<u8> {
     let header = envelope::header(file_kind(kind));
     let mut out = header.to_vec();
-    crypto::Cipher::new(&repo.write_keys().coordination_key()).seal_into(
-        &header,
-        &envelope::encode(record),
-        &mut out,
-    );
+    crypto::Cipher::new(key).seal_into(&header, &envelope::encode(record), &mut out);
     out
 }
 
 fn decode(repo: &Repository, kind: Kind, bytes: &[u8], name: &str) -> Result<Record> {
+    decode_record(&repo.write_keys().coordination_key(), kind, bytes, name)
+}
+
+/// Decrypts and decodes a lock or session record.
+pub fn decode_record(
+    key: &crypto::SymmetricKey,
+    kind: Kind,
+    bytes: &[u8],
+    name: &str,
+) -> Result<Record> {
     let object = format!("{} {name}", kind.noun());
     let body = envelope::check(bytes, file_kind(kind), &object)?;
-    let plain = crypto::open(
-        &repo.write_keys().coordination_key(),
-        &bytes[..envelope::HEADER_LEN],
-        body,
-    )
-    .map_err(|_| Error::corrupt(&object, "authentication failed"))?;
+    let plain = crypto::open(key, &bytes[..envelope::HEADER_LEN], body)
+        .map_err(|_| Error::corrupt(&object, "authentication failed"))?;
     envelope::decode(&plain, &object)
 }
 
@@ -140,19 +147,63 @@ pub async fn list(repo: &Repository, kind: Kind) -> Result<Vec<(String, Record)>
     Ok(out)
 }
 
+/// How often a holder refreshes its record when others treat records older
+/// than `stale_after` as stale: six times per period, so that a few missed
+/// refreshes (a slow disk, a busy machine) do not make a live record stale.
+pub fn refresh_every(stale_after: Duration) -> Duration {
+    (stale_after / 6).clamp(Duration::from_millis(10), REFRESH_EVERY)
+}
+
 /// A held lock or session; release it with [`Held::release`].
 #[derive(Debug)]
 pub struct Held {
     handle: Handle,
     record: Record,
+    /// When the record was last written, on the monotonic clock.
+    written: std::time::Instant,
+    /// Set once the holder went longer than half the staleness limit
+    /// without refreshing (it was suspended, or starved): others may have
+    /// treated the record as stale meanwhile.
+    lapsed: bool,
 }
 
 impl Held {
     /// Rewrites the record with a fresh time.
     pub async fn refresh(&mut self, repo: &Repository) -> Result<()> {
+        if self.age() > repo.stale_after() / 2 {
+            self.lapsed = true;
+        }
         self.record.refreshed = now_ns();
         let bytes = encode(repo, self.handle.kind, &self.record);
         repo.backend().put(&self.handle, Bytes::from(bytes)).await?;
+        self.written = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Time since the record was last written, by the monotonic clock or the
+    /// wall clock, whichever says longer (the monotonic clock stops while
+    /// the machine sleeps; the wall clock may jump).
+    pub fn age(&self) -> Duration {
+        let wall = now_ns().saturating_sub(self.record.refreshed);
+        let wall = Duration::from_nanos(u64::try_from(wall).unwrap_or(0));
+        self.written.elapsed().max(wall)
+    }
+
+    /// True once the holder went so long without refreshing that other
+    /// processes may have treated its record as stale.
+    pub fn lapsed(&self) -> bool {
+        self.lapsed
+    }
+
+    /// Refreshes the record, then makes sure no conflicting fresh record
+    /// appeared meanwhile (one that was taken while this one looked stale).
+    pub async fn revalidate(&mut self, repo: &Repository) -> Result<()> {
+        self.refresh(repo).await?;
+        if let Some(r) = conflict(repo, self.name(), self.record.exclusive).await? {
+            return Err(Error::Locked {
+                holder: r.describe(),
+            });
+        }
         Ok(())
     }
 
@@ -175,7 +226,12 @@ async fn write_new(repo: &Repository, kind: Kind, record: Record) -> Result<Held
     repo.backend()
         .put(&handle, Bytes::from(encode(repo, kind, &record)))
         .await?;
-    Ok(Held { handle, record })
+    Ok(Held {
+        handle,
+        record,
+        written: std::time::Instant::now(),
+        lapsed: false,
+    })
 }
 
 /// Marks a running backup.
@@ -183,36 +239,71 @@ pub async fn start_session(repo: &Repository, purpose: &str) -> Result<Held> {
     write_new(repo, Kind::Session, Record::new(false, purpose)).await
 }
 
+/// The first fresh record other than `own` that conflicts with a lock of
+/// the given kind.
+async fn conflict(repo: &Repository, own: &str, exclusive: bool) -> Result<Option<Record>> {
+    let stale_after = repo.stale_after();
+    for (name, r) in list(repo, Kind::Lock).await? {
+        if name != own && (exclusive || r.exclusive) && !r.is_stale(stale_after) {
+            return Ok(Some(r));
+        }
+    }
+    if exclusive {
+        return Ok(list(repo, Kind::Session)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| !r.is_stale(stale_after)));
+    }
+    Ok(None)
+}
+
 /// Takes a lock, or fails with [`Error::Locked`] naming the holder.
+/// Records older than the repository's staleness limit do not count;
+/// `_stale_after` is kept for callers that name one explicitly, and must
+/// equal [`Repository::stale_after`].
 pub async fn lock(
     repo: &Repository,
     exclusive: bool,
     purpose: &str,
-    stale_after: Duration,
+    _stale_after: Duration,
 ) -> Result<Held> {
     let held = write_new(repo, Kind::Lock, Record::new(exclusive, purpose)).await?;
-    let mut conflict = None;
-    for (name, r) in list(repo, Kind::Lock).await? {
-        if name != held.name() && (exclusive || r.exclusive) && !r.is_stale(stale_after) {
-            conflict = Some(r);
-            break;
-        }
-    }
-    if conflict.is_none() && exclusive {
-        conflict = list(repo, Kind::Session)
-            .await?
-            .into_iter()
-            .map(|(_, r)| r)
-            .find(|r| !r.is_stale(stale_after));
-    }
-    match conflict {
-        Some(r) => {
+    match conflict(repo, held.name(), exclusive).await {
+        Ok(None) => Ok(held),
+        Ok(Some(r)) => {
             held.release(repo).await?;
             Err(Error::Locked {
                 holder: r.describe(),
             })
         }
-        None => Ok(held),
+        Err(e) => {
+            let _ = held.release(repo).await;
+            Err(e)
+        }
+    }
+}
+
+/// Like [`lock`], but while the repository is locked by someone else,
+/// tries again every so often for up to `patience`.
+pub async fn lock_patiently(
+    repo: &Repository,
+    exclusive: bool,
+    purpose: &str,
+    patience: Duration,
+) -> Result<Held> {
+    let started = std::time::Instant::now();
+    let pause = (repo.stale_after() / 10).clamp(Duration::from_millis(20), Duration::from_secs(5));
+    loop {
+        match lock(repo, exclusive, purpose, repo.stale_after()).await {
+            Err(Error::Locked { .. }) if started.elapsed() + pause < patience => {
+                // Two racing lockers both back off; a random pause keeps them
+                // from meeting again.
+                let jitter = rand::random::<u64>() % (pause.as_millis() as u64 + 1);
+                tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -228,7 +319,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let held = lock(repo, exclusive, purpose, DEFAULT_STALE_AFTER).await?;
+    let held = lock(repo, exclusive, purpose, repo.stale_after()).await?;
     let result = f().await;
     let released = held.release(repo).await;
     let value = result?;
@@ -249,4 +340,71 @@ pub async fn unlock(repo: &Repository, all: bool, stale_after: Duration) -> Resu
         }
     }
     Ok(removed)
+}
+
+/// What a refresher learned about a held record, for the work it guards.
+#[derive(Debug, Default)]
+pub struct Watch {
+    lapsed: std::sync::atomic::AtomicBool,
+    refreshed: std::sync::atomic::AtomicI64,
+}
+
+impl Watch {
+    fn note(&self, held: &Held) {
+        use std::sync::atomic::Ordering;
+        if held.lapsed() {
+            self.lapsed.store(true, Ordering::SeqCst);
+        }
+        self.refreshed
+            .store(held.record.refreshed, Ordering::SeqCst);
+    }
+
+    /// True when the record was refreshed within half the staleness limit
+    /// and never went long enough without a refresh that others could have
+    /// taken it for abandoned: what the holder read under it still holds.
+    pub fn is_current(&self, stale_after: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let age = now_ns().saturating_sub(self.refreshed.load(Ordering::SeqCst));
+        let limit = i64::try_from((stale_after / 2).as_nanos()).unwrap_or(i64::MAX);
+        !self.lapsed.load(Ordering::SeqCst) && age < limit
+    }
+}
+
+/// Runs `work` while refreshing `held` on schedule; `watch` tells the work
+/// whether the record stayed fresh throughout.
+pub async fn refreshing<T>(
+    repo: &Repository,
+    held: &mut Held,
+    watch: &Watch,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let every = refresh_every(repo.stale_after());
+    watch.note(held);
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let work = async {
+        let r = work.await;
+        let _ = stop_tx.send(());
+        r
+    };
+    let refresher = async {
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tokio::time::sleep(every) => {
+                    if let Err(e) = held.refresh(repo).await {
+                        tracing::warn!(error = %e, "cannot refresh a lock or session record");
+                    }
+                    watch.note(held);
+                }
+            }
+        }
+    };
+    let (r, ()) = tokio::join!(work, refresher);
+    r
+}
+
+/// The first fresh record that conflicts with a held exclusive lock or, for
+/// a shared one, the first fresh exclusive lock; `None` when there is none.
+pub async fn find_conflict(repo: &Repository, held: &Held) -> Result<Option<Record>> {
+    conflict(repo, held.name(), held.record.exclusive).await
 }

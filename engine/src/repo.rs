@@ -109,6 +109,9 @@ pub struct Repository {
     /// or another process holds it.
     temp_cache: Mutex<Option<tempfile::TempDir>>,
     ciphers: Mutex<HashMap<PackId, Arc<Cipher>>>,
+    /// After how long without a refresh a lock or session record of another
+    /// process is stale.
+    stale_after: std::time::Duration,
 }
 
 impl std::fmt::Debug for Repository {
@@ -353,7 +356,21 @@ impl Repository {
             index: OnceCell::new(),
             temp_cache: Mutex::new(None),
             ciphers: Mutex::new(HashMap::new()),
+            stale_after: crate::lock::DEFAULT_STALE_AFTER,
         })
+    }
+
+    /// After how long without a refresh a lock or session record is stale
+    /// (default [`crate::lock::DEFAULT_STALE_AFTER`]).
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.stale_after
+    }
+
+    /// Sets the staleness limit. Every process sharing the repository
+    /// should use the same one: holders refresh their records six times
+    /// per period, and others treat a record older than it as abandoned.
+    pub fn set_stale_after(&mut self, stale_after: std::time::Duration) {
+        self.stale_after = stale_after.max(std::time::Duration::from_millis(60));
     }
 
     /// The storage.
@@ -468,11 +485,18 @@ impl Repository {
                 let id = *id;
                 fetches.push(tokio::spawn(async move {
                     let handle = Handle::new(Kind::Index, id.to_hex())?;
-                    Ok::<_, Error>((id, backend.get(&handle).await?))
+                    match backend.get(&handle).await {
+                        Ok(bytes) => Ok::<_, Error>((id, Some(bytes))),
+                        // A prune replaced it after the listing; the delta
+                        // that replaces it is read at the next sync.
+                        Err(e) if e.is_not_found() => Ok((id, None)),
+                        Err(e) => Err(e.into()),
+                    }
                 }));
             }
             for f in fetches {
                 let (id, bytes) = f.await.map_err(|e| Error::Task(e.to_string()))??;
+                let Some(bytes) = bytes else { continue };
                 match IndexFile::from_bytes(&secret, &bytes, &id) {
                     Ok(file) => batch.push((id, file)),
                     Err(e) => {
@@ -561,6 +585,35 @@ impl Repository {
         .map_err(|e| Error::BlobDamaged {
             blob: *id,
             pack: location.pack,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads one blob from a given place, whether or not the index knows it.
+    pub async fn read_blob_at(
+        &self,
+        pack: &PackId,
+        ephemeral: &[u8; 32],
+        entry: &crate::pack::PackEntry,
+    ) -> Result<Vec<u8>> {
+        let cipher = self.cipher_for(pack, ephemeral)?;
+        let handle = Handle::new(Kind::Pack, pack.to_hex())?;
+        let sealed = self
+            .backend
+            .get_range(&handle, u64::from(entry.offset), u64::from(entry.length))
+            .await?;
+        blob::open_blob(
+            &cipher,
+            &self.write_keys.chunk_id_key,
+            entry.kind,
+            entry.compression,
+            &entry.id,
+            entry.raw_length,
+            &sealed,
+        )
+        .map_err(|e| Error::BlobDamaged {
+            blob: entry.id,
+            pack: *pack,
             reason: e.to_string(),
         })
     }

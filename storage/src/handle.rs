@@ -21,11 +21,13 @@ pub enum Kind {
     Lock,
     /// Session markers of running backups.
     Session,
+    /// Records of packs a prune condemned, to delete after a grace period.
+    Condemned,
 }
 
 impl Kind {
     /// All kinds, in layout order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Config,
         Kind::Key,
         Kind::Pack,
@@ -33,6 +35,7 @@ impl Kind {
         Kind::Snapshot,
         Kind::Lock,
         Kind::Session,
+        Kind::Condemned,
     ];
 
     /// The folder (or key prefix) that holds objects of this kind.
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Snapshot => "snapshots",
             Kind::Lock => "locks",
             Kind::Session => "sessions",
+            Kind::Condemned => "condemned",
         }
     }
 
@@ -58,6 +62,7 @@ impl Kind {
             Kind::Snapshot => "snapshot",
             Kind::Lock => "lock",
             Kind::Session => "session",
+            Kind::Condemned => "condemnation record",
         }
     }
 }

@@ -45,10 +45,10 @@ pub(crate) async fn run(ctx: &Context, args: &CheckArgs) -> Result<u8, CliError>
         output::json(&report)?;
     } else {
         for w in &report.warnings {
-            eprintln!("warning: {}: {}", w.object, w.message);
+            eprintln!("warning: {}: {} ({})", w.object, w.message, w.kind);
         }
         for e in &report.errors {
-            eprintln!("error: {}: {}", e.object, e.message);
+            eprintln!("error: {}: {} ({})", e.object, e.message, e.kind);
         }
         if !ctx.global.quiet {
             println!(

@@ -46,12 +46,21 @@ pub(crate) async fn run(ctx: &Context, args: &ForgetArgs) -> Result<u8, CliError
         ));
     }
     let grouping = group_by(&args.group_by)?;
+    let prune_options = if args.prune {
+        Some(super::prune::options(&args.prune_options, args.dry_run)?)
+    } else {
+        None
+    };
     let repo = ctx.open().await?;
     let mut ids = Vec::new();
     for spec in &args.snapshots {
         ids.push(repo.find_snapshot(spec).await?.0);
     }
     let report = forget(&repo, &policy, grouping, &ids, args.dry_run).await?;
+    let pruned = match &prune_options {
+        Some(o) => Some(super::prune::run_on(ctx, &repo, o).await?),
+        None => None,
+    };
     if ctx.global.json {
         let list: Vec<_> = report
             .decisions
@@ -69,6 +78,7 @@ pub(crate) async fn run(ctx: &Context, args: &ForgetArgs) -> Result<u8, CliError
             "dry_run": args.dry_run,
             "snapshots": list,
             "removed": report.removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "prune": pruned.as_ref().map(|(_, r)| super::prune::json(r)),
         }))?;
     } else if !ctx.global.quiet {
         let mut group = None;
@@ -93,6 +103,9 @@ pub(crate) async fn run(ctx: &Context, args: &ForgetArgs) -> Result<u8, CliError
                 report.removed.len()
             );
         }
+        if let Some((_, r)) = &pruned {
+            super::prune::print(r);
+        }
     }
-    Ok(exit::OK)
+    Ok(pruned.map(|(code, _)| code).unwrap_or(exit::OK))
 }

@@ -10,6 +10,7 @@ pub(crate) mod generate;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ls;
+pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod restore;
 pub(crate) mod snapshots;

@@ -16,11 +16,13 @@
 //! buffers per worker however large the backup. The snapshot is written
 //! last: it is the commit point.
 
-mod adopt;
+mod commit;
 mod dir;
 mod meta;
 mod options;
 mod pipeline;
+mod resume;
+mod sources;
 mod upload;
 mod walk;
 

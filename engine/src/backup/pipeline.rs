@@ -1,7 +1,7 @@
 //! The backup pipeline's shared state, its workers, and the function that
 //! runs them all.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -16,7 +16,7 @@ use crate::chunker::Chunker;
 use crate::crypto::RepoPublicKey;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::{FileCacheEntry, IndexCache};
-use crate::lock::{self, REFRESH_EVERY};
+use crate::lock;
 use crate::pack::{FinishedPack, PackWriter};
 use crate::repo::{host_name, now_ns, user_name, Repository};
 use crate::snapshot::{BackupSummary, Snapshot};
@@ -116,9 +116,12 @@ pub(crate) struct Shared {
     trees: Mutex<Option<Packer>>,
     cache_updates: Mutex<Vec<(Vec<u8>, FileCacheEntry)>>,
     failed: Mutex<Vec<(PathBuf, String)>>,
-    /// Packs holding blobs this backup did not upload but refers to; they
-    /// must still exist when the snapshot is written.
-    relied_on: Mutex<HashSet<PackId>>,
+    /// Where each blob this backup refers to is stored: in a pack it
+    /// uploaded, or one it deduplicated against. Every one must still exist,
+    /// and not be condemned, when the snapshot is written.
+    pub(crate) placed: Mutex<HashMap<BlobId, PackId>>,
+    /// Where each blob was read, so that a commit can store it again.
+    pub(crate) sources: super::sources::Sources,
 }
 
 impl Shared {
@@ -169,17 +172,23 @@ impl Shared {
         self.index.file(path).ok().flatten()
     }
 
-    /// True when every blob is in the index already.
-    pub(crate) fn all_known(&self, ids: &[BlobId]) -> bool {
-        let mut packs = Vec::with_capacity(ids.len());
+    /// True when every blob of the file at `path` is in the index already.
+    pub(crate) fn all_known(&self, path: &Path, ids: &[BlobId]) -> bool {
+        let mut places = Vec::with_capacity(ids.len());
         for id in ids {
             match self.index.lookup(id) {
-                Ok(Some(loc)) => packs.push(loc.pack),
+                Ok(Some(loc)) => places.push((*id, loc.pack, loc.raw_length)),
                 _ => return false,
             }
         }
-        if let Ok(mut relied) = self.relied_on.lock() {
-            relied.extend(packs);
+        let file = self.sources.file(path);
+        let mut offset = 0u64;
+        for (id, _, len) in &places {
+            self.sources.data(*id, &file, offset, *len);
+            offset += u64::from(*len);
+        }
+        if let Ok(mut placed) = self.placed.lock() {
+            placed.extend(places.iter().map(|(id, pack, _)| (*id, *pack)));
         }
         true
     }
@@ -197,8 +206,8 @@ impl Shared {
             }
         }
         if let Some(loc) = self.index.lookup(id)? {
-            if let Ok(mut relied) = self.relied_on.lock() {
-                relied.insert(loc.pack);
+            if let Ok(mut placed) = self.placed.lock() {
+                placed.insert(*id, loc.pack);
             }
             return Ok(false);
         }
@@ -218,6 +227,7 @@ impl Shared {
     }
 
     pub(crate) fn store_tree(&self, id: BlobId, bytes: &[u8]) -> Result<()> {
+        self.sources.tree(id, bytes)?;
         if !self.claim(&id)? {
             return Ok(());
         }
@@ -284,8 +294,14 @@ fn read_file(
     let mut file =
         File::open(&job.path).map_err(|e| FileError::Skip(format!("cannot open: {e}")))?;
     let mut content = Vec::new();
+    let source = shared.sources.file(&job.path);
+    let mut offset = 0u64;
     let mut add_chunk = |chunk: &[u8]| -> Result<(), FileError> {
         let id = shared.blob_id(chunk);
+        let len = u32::try_from(chunk.len())
+            .map_err(|_| FileError::Fatal(Error::Task("a chunk over 4 GiB".into())))?;
+        shared.sources.data(id, &source, offset, len);
+        offset += u64::from(len);
         if shared.claim(&id).map_err(FileError::Fatal)? {
             packer
                 .add(shared, BlobKind::Data, id, chunk)
@@ -453,10 +469,11 @@ pub async fn backup(
     let index = repo.index().await?;
     // Phase 1 runs under a session marker only; no lock blocks other writers.
     let mut session = lock::start_session(repo, "backup").await?;
-    // Packs a failed backup stored but did not record: record them now, so
-    // their blobs count as present (see `adopt`).
-    let adopted = match super::adopt::adopt_unindexed(repo, &index).await {
-        Ok(n) => n,
+    // Packs a failed backup stored but did not record: record them now,
+    // under the session marker that keeps prune away, so their blobs count
+    // as present (see `resume`).
+    let adopted = match super::resume::adopt_unindexed(repo, &index).await {
+        Ok(n) => n as u64,
         Err(e) => {
             let _ = session.release(repo).await;
             return Err(e);
@@ -531,7 +548,8 @@ async fn run(
         trees: Mutex::new(None),
         cache_updates: Mutex::new(Vec::new()),
         failed: Mutex::new(Vec::new()),
-        relied_on: Mutex::new(HashSet::new()),
+        placed: Mutex::new(HashMap::new()),
+        sources: super::sources::Sources::new()?,
     });
 
     let uploader = super::upload::run(
@@ -588,27 +606,13 @@ async fn run(
         }
         Ok(root_rx.try_recv().ok())
     });
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let pipeline = async {
-        let r = tokio::join!(uploader, async {
+        tokio::join!(uploader, async {
             work.await.map_err(|e| Error::Task(e.to_string()))
-        });
-        let _ = stop_tx.send(());
-        r
+        })
     };
-    let refresher = async {
-        loop {
-            tokio::select! {
-                _ = &mut stop_rx => break,
-                _ = tokio::time::sleep(REFRESH_EVERY) => {
-                    if let Err(e) = session.refresh(repo).await {
-                        tracing::warn!(error = %e, "cannot refresh the session marker");
-                    }
-                }
-            }
-        }
-    };
-    let ((uploaded, root), ()) = tokio::join!(pipeline, refresher);
+    let watch = lock::Watch::default();
+    let (uploaded, root) = lock::refreshing(repo, session, &watch, pipeline).await;
     let root = root??;
     // The uploader's own error is the cause; the workers only saw it stop.
     uploaded?;
@@ -653,13 +657,11 @@ async fn run(
         program: format!("kith {}", env!("CARGO_PKG_VERSION")),
     };
     // Phase 2: under a shared lock (no maintenance runs meanwhile), make
-    // sure every pack this backup relies on still exists, then commit.
-    let commit_lock = lock::lock(repo, false, "backup commit", lock::DEFAULT_STALE_AFTER).await?;
-    let committed = commit(repo, &shared, &snapshot).await;
-    let released = commit_lock.release(repo).await;
-    let id = committed?;
-    released?;
-    let failed = shared.failed.lock().map(|f| f.clone()).unwrap_or_default();
+    // sure every blob is in a live pack, then commit.
+    let (id, snapshot, lost) = super::commit::commit(repo, &shared, snapshot).await?;
+    let summary = snapshot.summary.clone();
+    let mut failed = shared.failed.lock().map(|f| f.clone()).unwrap_or_default();
+    failed.extend(lost);
     Ok(BackupOutcome {
         id,
         snapshot,
@@ -667,30 +669,4 @@ async fn run(
         failed,
         adopted_packs: 0,
     })
-}
-
-/// Writes the snapshot once every pack it relies on is known to exist.
-async fn commit(repo: &Repository, shared: &Shared, snapshot: &Snapshot) -> Result<SnapshotId> {
-    let relied: Vec<PackId> = shared
-        .relied_on
-        .lock()
-        .map(|r| r.iter().copied().collect())
-        .unwrap_or_default();
-    if !relied.is_empty() {
-        let present: HashSet<PackId> = repo
-            .backend()
-            .list(kith_storage::Kind::Pack, "")
-            .await?
-            .into_iter()
-            .filter_map(|o| PackId::from_hex(o.handle.name()).ok())
-            .collect();
-        if let Some(missing) = relied.iter().find(|p| !present.contains(p)) {
-            return Err(Error::corrupt(
-                format!("pack {missing}"),
-                "this backup refers to it but it is gone (removed by maintenance meanwhile?); \
-                 run the backup again: no snapshot was written and earlier snapshots are untouched",
-            ));
-        }
-    }
-    repo.write_snapshot(snapshot).await
 }

@@ -27,15 +27,15 @@ pub(crate) async fn run(
     concurrency: usize,
 ) -> Result<()> {
     let mut in_flight: JoinSet<Result<IndexPack>> = JoinSet::new();
-    let mut pending: Vec<IndexPack> = Vec::new();
+    let mut pending: Vec<(IndexPack, Stored)> = Vec::new();
     let result: Result<()> = async {
         loop {
             tokio::select! {
                 biased;
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     let p = done.map_err(|e| Error::Task(e.to_string()))??;
-                    shared.stats.data_added_packed.fetch_add(p.size, Ordering::Relaxed);
-                    pending.push(p);
+                    stored(&shared, &p);
+                    pending.push((p, Stored::now()));
                     if pending.len() >= PACKS_PER_DELTA {
                         write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
                     }
@@ -54,8 +54,8 @@ pub(crate) async fn run(
         }
         while let Some(done) = in_flight.join_next().await {
             let p = done.map_err(|e| Error::Task(e.to_string()))??;
-            shared.stats.data_added_packed.fetch_add(p.size, Ordering::Relaxed);
-            pending.push(p);
+            stored(&shared, &p);
+            pending.push((p, Stored::now()));
         }
         if !pending.is_empty() {
             write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
@@ -71,7 +71,77 @@ pub(crate) async fn run(
     result
 }
 
-async fn write_delta(repo: &Repository, shared: &Arc<Shared>, packs: Vec<IndexPack>) -> Result<()> {
+/// A pack is stored: count it, and place its blobs there.
+fn stored(shared: &Shared, p: &IndexPack) {
+    shared
+        .stats
+        .data_added_packed
+        .fetch_add(p.size, Ordering::Relaxed);
+    if let Ok(mut placed) = shared.placed.lock() {
+        for b in &p.blobs {
+            placed.insert(b.id, p.id);
+        }
+    }
+}
+
+/// When a pack was stored, by both clocks.
+struct Stored {
+    at: std::time::Instant,
+    wall: i64,
+}
+
+impl Stored {
+    fn now() -> Self {
+        Stored {
+            at: std::time::Instant::now(),
+            wall: crate::repo::now_ns(),
+        }
+    }
+
+    fn age(&self) -> std::time::Duration {
+        let wall = crate::repo::now_ns().saturating_sub(self.wall);
+        self.at.elapsed().max(std::time::Duration::from_nanos(
+            u64::try_from(wall).unwrap_or(0),
+        ))
+    }
+}
+
+async fn write_delta(
+    repo: &Repository,
+    shared: &Arc<Shared>,
+    pending: Vec<(IndexPack, Stored)>,
+) -> Result<()> {
+    let stale = repo.stale_after();
+    let mut packs: Vec<IndexPack> = Vec::with_capacity(pending.len());
+    let oldest = pending
+        .iter()
+        .map(|(_, s)| s.age())
+        .max()
+        .unwrap_or_default();
+    if oldest > stale / 2 {
+        // This process may have been suspended long enough for a prune to
+        // condemn or delete packs it stored: list only those still alive
+        // (the commit stores the others' blobs again).
+        let present: std::collections::HashSet<crate::id::PackId> = repo
+            .backend()
+            .list(Kind::Pack, "")
+            .await?
+            .into_iter()
+            .filter_map(|o| crate::id::PackId::from_hex(o.handle.name()).ok())
+            .collect();
+        let condemned = crate::condemned::condemned_packs(repo).await?;
+        packs.extend(
+            pending
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| present.contains(&p.id) && !condemned.contains_key(&p.id)),
+        );
+        if packs.is_empty() {
+            return Ok(());
+        }
+    } else {
+        packs.extend(pending.into_iter().map(|(p, _)| p));
+    }
     let file = IndexFile {
         packs,
         supersedes: Vec::new(),

@@ -217,7 +217,7 @@ impl Walker<'_> {
             self.shared.cached_file(path_bytes)
         };
         if let Some(entry) = &cached {
-            if meta::unchanged(entry, meta) && self.shared.all_known(&entry.content) {
+            if meta::unchanged(entry, meta) && self.shared.all_known(path, &entry.content) {
                 let node = meta::node(
                     name,
                     meta,
