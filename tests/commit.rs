@@ -105,7 +105,7 @@ fn a_backup_suspended_while_its_packs_are_deleted_stores_them_again_at_commit() 
     env.ok(&["backup", src.to_str().unwrap(), "-q"]);
     // New data makes the second backup take a while; the old files it
     // deduplicates against the first backup's packs.
-    fs::write(src.join("zbig"), Rng::new(8).bytes(24 << 20)).unwrap();
+    fs::write(src.join("zbig"), Rng::new(8).bytes(12 << 20)).unwrap();
     let child = start_and_suspend(&env, &src);
     forget_and_prune_everything(&env);
     signal(&child, "-CONT");
@@ -127,7 +127,7 @@ fn a_source_that_changed_meanwhile_is_reported_and_left_out_never_dangling() {
     let env = Env::init();
     let src = source(&env);
     env.ok(&["backup", src.to_str().unwrap(), "-q"]);
-    fs::write(src.join("zbig"), Rng::new(9).bytes(24 << 20)).unwrap();
+    fs::write(src.join("zbig"), Rng::new(9).bytes(12 << 20)).unwrap();
     let child = start_and_suspend(&env, &src);
     forget_and_prune_everything(&env);
     // The file the suspended backup deduplicated changes before it wakes.

@@ -408,3 +408,73 @@ pub async fn refreshing<T>(
 pub async fn find_conflict(repo: &Repository, held: &Held) -> Result<Option<Record>> {
     conflict(repo, held.name(), held.record.exclusive).await
 }
+
+/// Time since a moment, by the monotonic clock or the wall clock, whichever
+/// says longer: the monotonic clock stops while the machine sleeps, and a
+/// suspended process must see the time it lost.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch {
+    at: std::time::Instant,
+    wall: i64,
+}
+
+impl Stopwatch {
+    /// Starts now.
+    pub fn start() -> Self {
+        Stopwatch {
+            at: std::time::Instant::now(),
+            wall: now_ns(),
+        }
+    }
+
+    /// Time since the start.
+    pub fn elapsed(&self) -> Duration {
+        let wall = now_ns().saturating_sub(self.wall);
+        self.at
+            .elapsed()
+            .max(Duration::from_nanos(u64::try_from(wall).unwrap_or(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_refresh_six_times_per_staleness_period_within_bounds() {
+        assert_eq!(
+            refresh_every(Duration::from_secs(60)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(refresh_every(DEFAULT_STALE_AFTER), REFRESH_EVERY);
+        assert_eq!(
+            refresh_every(Duration::from_millis(1)),
+            Duration::from_millis(10)
+        );
+    }
+
+    #[test]
+    fn a_watch_is_current_only_while_refreshed_recently_and_never_lapsed() {
+        let w = Watch::default();
+        assert!(!w.is_current(Duration::from_secs(60)), "never refreshed");
+        w.refreshed
+            .store(now_ns(), std::sync::atomic::Ordering::SeqCst);
+        assert!(w.is_current(Duration::from_secs(60)));
+        assert!(
+            !w.is_current(Duration::from_nanos(1)),
+            "older than half the limit"
+        );
+        w.lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            !w.is_current(Duration::from_secs(60)),
+            "lapsed once, never current again"
+        );
+    }
+
+    #[test]
+    fn a_stopwatch_counts_from_its_start() {
+        let s = Stopwatch::start();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(s.elapsed() >= Duration::from_millis(5));
+    }
+}

@@ -23,7 +23,7 @@ use crate::blob::BlobKind;
 use crate::condemned;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::{IndexFile, IndexPack};
-use crate::lock::{self, Held};
+use crate::lock;
 use crate::packer::PackSink;
 use crate::repo::Repository;
 use crate::rewrite;
@@ -51,7 +51,15 @@ pub(crate) async fn commit(
     let patience = (stale * 2).max(Duration::from_secs(10));
     let mut held = lock::lock_patiently(repo, false, "backup commit", patience).await?;
     let mut lost = Vec::new();
-    let result = commit_locked(repo, shared, &mut held, &mut snapshot, &mut lost).await;
+    // Storing blobs again can take long: keep the lock fresh meanwhile.
+    let watch = lock::Watch::default();
+    let result = lock::refreshing(
+        repo,
+        &mut held,
+        &watch,
+        commit_locked(repo, shared, &mut snapshot, &mut lost),
+    )
+    .await;
     let released = held.release(repo).await;
     let id = result?;
     released?;
@@ -61,17 +69,16 @@ pub(crate) async fn commit(
 async fn commit_locked(
     repo: &Repository,
     shared: &Arc<Shared>,
-    held: &mut Held,
     snapshot: &mut Snapshot,
     lost_files: &mut Vec<(PathBuf, String)>,
 ) -> Result<SnapshotId> {
     let stale = repo.stale_after();
     for _ in 0..MAX_ROUNDS {
-        held.refresh(repo).await?;
+        let checked = lock::Stopwatch::start();
         let needed = needed_blobs(shared, &snapshot.tree)?;
         let redo = unplaced(repo, shared, &needed).await?;
         if redo.is_empty() {
-            if held.age() >= stale / 2 {
+            if checked.elapsed() >= stale / 2 {
                 // Suspended or starved since the check: check again.
                 continue;
             }

@@ -27,7 +27,7 @@ pub(crate) async fn run(
     concurrency: usize,
 ) -> Result<()> {
     let mut in_flight: JoinSet<Result<IndexPack>> = JoinSet::new();
-    let mut pending: Vec<(IndexPack, Stored)> = Vec::new();
+    let mut pending: Vec<(IndexPack, crate::lock::Stopwatch)> = Vec::new();
     let result: Result<()> = async {
         loop {
             tokio::select! {
@@ -35,7 +35,7 @@ pub(crate) async fn run(
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     let p = done.map_err(|e| Error::Task(e.to_string()))??;
                     stored(&shared, &p);
-                    pending.push((p, Stored::now()));
+                    pending.push((p, crate::lock::Stopwatch::start()));
                     if pending.len() >= PACKS_PER_DELTA {
                         write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
                     }
@@ -55,7 +55,7 @@ pub(crate) async fn run(
         while let Some(done) = in_flight.join_next().await {
             let p = done.map_err(|e| Error::Task(e.to_string()))??;
             stored(&shared, &p);
-            pending.push((p, Stored::now()));
+            pending.push((p, crate::lock::Stopwatch::start()));
         }
         if !pending.is_empty() {
             write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
@@ -84,38 +84,16 @@ fn stored(shared: &Shared, p: &IndexPack) {
     }
 }
 
-/// When a pack was stored, by both clocks.
-struct Stored {
-    at: std::time::Instant,
-    wall: i64,
-}
-
-impl Stored {
-    fn now() -> Self {
-        Stored {
-            at: std::time::Instant::now(),
-            wall: crate::repo::now_ns(),
-        }
-    }
-
-    fn age(&self) -> std::time::Duration {
-        let wall = crate::repo::now_ns().saturating_sub(self.wall);
-        self.at.elapsed().max(std::time::Duration::from_nanos(
-            u64::try_from(wall).unwrap_or(0),
-        ))
-    }
-}
-
 async fn write_delta(
     repo: &Repository,
     shared: &Arc<Shared>,
-    pending: Vec<(IndexPack, Stored)>,
+    pending: Vec<(IndexPack, crate::lock::Stopwatch)>,
 ) -> Result<()> {
     let stale = repo.stale_after();
     let mut packs: Vec<IndexPack> = Vec::with_capacity(pending.len());
     let oldest = pending
         .iter()
-        .map(|(_, s)| s.age())
+        .map(|(_, s)| s.elapsed())
         .max()
         .unwrap_or_default();
     if oldest > stale / 2 {
