@@ -67,8 +67,13 @@ fn s3_direct(moto: &Moto, bucket: &str, prefix: &str) -> S3Backend {
 /// Where a test repository lives, and how to count its packs without
 /// going through the misbehaving network.
 enum Server<'a> {
-    Sftp { repo: PathBuf },
-    S3 { moto: &'a Moto, bucket: &'static str },
+    Sftp {
+        repo: PathBuf,
+    },
+    S3 {
+        moto: &'a Moto,
+        bucket: &'static str,
+    },
 }
 
 impl Server<'_> {
@@ -243,11 +248,13 @@ impl Proxied {
         let env = Env::new();
         let repo = env.path("remote/repo");
         let mut vars = self.sshd.vars();
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), OsString::from(v))));
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), OsString::from(v))),
+        );
         let r = RemoteEnv {
-            url: self
-                .sshd
-                .url_via("127.0.0.1", self.sftp_proxy.port, &repo),
+            url: self.sshd.url_via("127.0.0.1", self.sftp_proxy.port, &repo),
             vars,
             env,
         };
@@ -262,7 +269,11 @@ impl Proxied {
             "AWS_ENDPOINT_URL".into(),
             format!("http://127.0.0.1:{}", self.s3_proxy.port).into(),
         ));
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), OsString::from(v))));
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), OsString::from(v))),
+        );
         let r = RemoteEnv {
             url: format!("s3://{bucket}/repo"),
             vars,
@@ -400,7 +411,10 @@ fn after_a_restart(r: &RemoteEnv, src: &Path, out: &Output) {
     let added = next["data_added"].as_u64().unwrap();
     if finished {
         // Only the trees of folders whose metadata changed are new.
-        assert!(added < 10_000, "nothing new after a finished backup: {next}");
+        assert!(
+            added < 10_000,
+            "nothing new after a finished backup: {next}"
+        );
     } else {
         assert!(next["adopted_packs"].as_u64().unwrap() >= 1, "{next}");
         assert!(added < total, "{next}");

@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use kith_e2e::{assert_same_tree, files_under, Env, Rng};
+use kith_e2e::{assert_same_tree, copy_tree, files_under, Env, Rng};
 
 #[derive(Clone, Copy, Debug)]
 enum Damage {
@@ -32,19 +32,6 @@ enum Object {
     Index,
     Snapshot,
     Cache,
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 fn reset(env: &Env, pristine: &Path) {

@@ -14,7 +14,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use kith_e2e::{assert_same_tree, Env, Rng};
+use kith_e2e::{assert_same_tree, copy_tree, Env, Rng};
 
 const CRASH_ENV: &str = "KITH_TEST_CRASH_AFTER_WRITES";
 /// No operation here makes more writes than this; a loop that gets there
@@ -37,21 +37,6 @@ fn write_tree(dir: &Path, rng: &mut Rng, files: usize, max_len: usize) {
             format!("f{i}")
         };
         fs::write(dir.join(name), data).unwrap();
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), &dest).unwrap();
-            let mtime = filetime::FileTime::from_last_modification_time(&entry.metadata().unwrap());
-            filetime::set_file_mtime(&dest, mtime).unwrap();
-        }
     }
 }
 

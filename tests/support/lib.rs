@@ -274,6 +274,23 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// Copies the tree `from` into `to` (created), keeping file modes and
+/// modification times, so the copy compares equal with [`assert_same_tree`].
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            fs::copy(entry.path(), &dest).unwrap();
+            let mtime = filetime::FileTime::from_last_modification_time(&entry.metadata().unwrap());
+            filetime::set_file_mtime(&dest, mtime).unwrap();
+        }
+    }
+}
+
 /// Every file below `dir`, sorted; none when `dir` does not exist.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

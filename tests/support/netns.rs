@@ -35,16 +35,20 @@ pub struct NetPair {
 const PREFIX: &str = "kithnet";
 
 fn ip(args: &[&str]) -> Output {
-    Command::new("ip").args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run `ip` ({e}): install iproute2 (scripts/test does)")
-    })
+    Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ip` ({e}): install iproute2 (scripts/test does)"))
 }
 
 /// Runs `program args` and panics with its error output unless it succeeds.
 fn must(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run `{program}` ({e}): scripts/test installs iproute2 and nftables")
-    });
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{program}` ({e}): scripts/test installs iproute2 and nftables")
+        });
     assert!(
         out.status.success(),
         "`{program} {}` failed (network namespace tests need root and a kernel with \
@@ -106,8 +110,18 @@ impl NetPair {
         must(
             "ip",
             &[
-                "link", "add", &sv, "netns", &pair.server, "type", "veth", "peer", "name", &cv,
-                "netns", &pair.client,
+                "link",
+                "add",
+                &sv,
+                "netns",
+                &pair.server,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &cv,
+                "netns",
+                &pair.client,
             ],
         );
         for (ns, dev, addr) in [
@@ -115,7 +129,11 @@ impl NetPair {
             (&pair.client, &cv, &pair.client_addr),
         ] {
             must_in(ns, "ip", &["link", "set", "lo", "up"]);
-            must_in(ns, "ip", &["addr", "add", &format!("{addr}/30"), "dev", dev]);
+            must_in(
+                ns,
+                "ip",
+                &["addr", "add", &format!("{addr}/30"), "dev", dev],
+            );
             must_in(ns, "ip", &["link", "set", dev, "up"]);
             if link.rate_kbit > 0 {
                 let rate = format!("{}kbit", link.rate_kbit);
@@ -173,7 +191,9 @@ impl NetPair {
         [&self.server, &self.client]
             .iter()
             .map(|ns| {
-                let out = ip(&["netns", "exec", ns, "nft", "list", "table", "inet", "kithloss"]);
+                let out = ip(&[
+                    "netns", "exec", ns, "nft", "list", "table", "inet", "kithloss",
+                ]);
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.split("packets ")
                     .nth(1)

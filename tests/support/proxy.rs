@@ -256,8 +256,8 @@ async fn pump(
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                let due = Instant::now()
-                    + Duration::from_micros(s.latency_us.load(Ordering::Relaxed));
+                let due =
+                    Instant::now() + Duration::from_micros(s.latency_us.load(Ordering::Relaxed));
                 if tx.send((due, buf[..n].to_vec())).await.is_err() {
                     return;
                 }

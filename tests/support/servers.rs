@@ -448,13 +448,19 @@ impl Moto {
             let log = self.dir.path().join("recording.jsonl");
             let raw = fs::read(&log).unwrap_or_default();
             let mut clean = Vec::with_capacity(raw.len());
-            for value in serde_json::Deserializer::from_slice(&raw).into_iter::<serde_json::Value>() {
+            for value in serde_json::Deserializer::from_slice(&raw).into_iter::<serde_json::Value>()
+            {
                 let Ok(value) = value else { break };
                 serde_json::to_writer(&mut clean, &value).expect("encode");
                 clean.push(b'\n');
             }
             fs::write(&log, clean).expect("rewrite the recording");
-            let (status, body) = http(self.port, "POST", "/moto-api/recorder/replay-recording", b"");
+            let (status, body) = http(
+                self.port,
+                "POST",
+                "/moto-api/recorder/replay-recording",
+                b"",
+            );
             assert_eq!(
                 status,
                 200,
