@@ -69,8 +69,10 @@ impl RetryPolicy {
     /// 1 to 86400) when they are set.
     pub fn from_env() -> Result<Self> {
         let mut policy = RetryPolicy::default();
-        let number = |name: &'static str, range: std::ops::RangeInclusive<u64>, reason| {
-            match std::env::var(name) {
+        let number =
+            |name: &'static str, range: std::ops::RangeInclusive<u64>, reason| match std::env::var(
+                name,
+            ) {
                 Ok(v) if !v.trim().is_empty() => v
                     .trim()
                     .parse::<u64>()
@@ -83,12 +85,19 @@ impl RetryPolicy {
                         reason,
                     }),
                 _ => Ok(None),
-            }
-        };
-        if let Some(n) = number(ATTEMPTS_VAR, 1..=1000, "give a number of attempts from 1 to 1000")? {
+            };
+        if let Some(n) = number(
+            ATTEMPTS_VAR,
+            1..=1000,
+            "give a number of attempts from 1 to 1000",
+        )? {
             policy.attempts = u32::try_from(n).unwrap_or(policy.attempts);
         }
-        if let Some(s) = number(TIMEOUT_VAR, 1..=86_400, "give a number of seconds from 1 to 86400")? {
+        if let Some(s) = number(
+            TIMEOUT_VAR,
+            1..=86_400,
+            "give a number of seconds from 1 to 86400",
+        )? {
             policy.timeout = Duration::from_secs(s);
         }
         Ok(policy)

@@ -280,9 +280,7 @@ impl SftpBackend {
 
     /// The open connection of the next slot, or a new one.
     async fn conn(&self) -> Result<Arc<Conn>> {
-        let turn = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(slot) = self.conns.get(turn % self.conns.len().max(1)) else {
             return Err(Error::Task("no connection slot".into()));
         };

@@ -43,10 +43,7 @@ struct RangeResult {
     damage: bool,
 }
 
-fn ranges(
-    mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
-    max_range: u64,
-) -> Vec<Range> {
+fn ranges(mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>, max_range: u64) -> Vec<Range> {
     let mut out = Vec::new();
     for (pack, blobs) in by_pack.iter_mut() {
         blobs.sort_by_key(|(_, l)| l.offset);
