@@ -1,7 +1,12 @@
 //! Bad input gets a clear message and a documented exit code, and never
 //! leaves the repository in a state that `check` rejects.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -6,7 +6,12 @@
 //! bit-exact) or fails with a clear error after which `check` passes and
 //! the next backup reuses what was already stored.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::ffi::OsString;
 use std::fs;

@@ -1,6 +1,11 @@
 //! The command line itself: completions, man page, help.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kith_e2e::Env;
 

@@ -2,7 +2,12 @@
 //! prune condemns and deletes the packs it relies on: at commit it stores
 //! those blobs again from the source files, and the snapshot is whole.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::path::Path;

@@ -7,7 +7,12 @@
 //! everything not stored in the damaged object must still restore
 //! bit-exact. The test prints the detection rate and requires 100%.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

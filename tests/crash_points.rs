@@ -6,7 +6,12 @@
 //! `check` (or pass it after `repair index`), and every snapshot committed
 //! before the crash must still restore bit-exact.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -3,7 +3,12 @@
 //! acknowledgements) injected by `Fault`, hidden by `Retry`, through a full
 //! backup, re-backup, restore and check.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::sync::Arc;

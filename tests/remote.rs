@@ -3,7 +3,12 @@
 //! the refusals a remote repository must make clearly: a changed or unknown
 //! host key, and S3 credentials the server rejects.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::path::Path;

@@ -1,7 +1,12 @@
 //! `kith check` names every kind of inconsistency (exit 4), and
 //! `kith repair snapshots` rewrites snapshots around what is lost.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeSet;
 use std::fs;

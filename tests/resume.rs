@@ -1,7 +1,12 @@
 //! A backup killed with SIGKILL in the middle of its uploads: the next run
 //! finds the packs it stored and does not upload their blobs again.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::process::Stdio;

@@ -9,7 +9,12 @@
 //! `KITH_TORTURE_SEED` the seed (printed at the start); `scripts/torture`
 //! runs the long version.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

@@ -28,7 +28,9 @@ pub(crate) fn bytes(n: u64) -> String {
     if unit == 0 {
         format!("{n} B")
     } else {
-        format!("{v:.2} {}", UNITS[unit])
+        // `unit` stays below UNITS.len() by the loop condition.
+        let name = UNITS.get(unit).copied().unwrap_or("PiB");
+        format!("{v:.2} {name}")
     }
 }
 

@@ -64,6 +64,9 @@ impl Chunker {
 
     /// Reads `reader` to its end and calls `f` with each chunk in order.
     /// `buf` is reused between calls to avoid allocation.
+    // The loop keeps `start <= end <= capacity <= buf.len()`, and `cut`
+    // returns at most the length it is given, so no range is out of bounds.
+    #[allow(clippy::indexing_slicing)]
     pub fn for_each_chunk<R: Read, E: From<std::io::Error>>(
         &self,
         mut reader: R,

@@ -55,7 +55,10 @@ impl Condemnation {
     pub fn from_bytes(key: &crypto::SymmetricKey, bytes: &[u8], name: &str) -> Result<Self> {
         let object = format!("condemnation record {name}");
         let body = envelope::check(bytes, FileKind::Condemned, &object)?;
-        let plain = crypto::open(key, &bytes[..envelope::HEADER_LEN], body)
+        let header = bytes
+            .get(..envelope::HEADER_LEN)
+            .ok_or_else(|| Error::corrupt(&object, "too short"))?;
+        let plain = crypto::open(key, header, body)
             .map_err(|_| Error::corrupt(&object, "authentication failed"))?;
         envelope::decode(&plain, &object)
     }

@@ -100,17 +100,18 @@ impl Config {
     /// Parses without checking the signature (to learn the repository id).
     pub fn parse_unverified(bytes: &[u8]) -> Result<(Self, &[u8], Signature)> {
         let rest = envelope::check(bytes, FileKind::Config, "config")?;
-        if rest.len() < 4 + 64 {
-            return Err(Error::corrupt("config", "too short"));
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let body = rest
-            .get(4..4 + len)
+        let too_short = || Error::corrupt("config", "too short");
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(too_short)?;
+        // The signature is the last 64 bytes; what it signs is all before.
+        let (signed, _) = bytes.split_last_chunk::<64>().ok_or_else(too_short)?;
+        let len = usize::try_from(u32::from_le_bytes(*len))
+            .map_err(|_| Error::corrupt("config", "length past the end"))?;
+        let (body, sig) = rest
+            .split_at_checked(len)
             .ok_or_else(|| Error::corrupt("config", "length past the end"))?;
-        let sig_bytes: [u8; 64] = rest
-            .get(4 + len..)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| Error::corrupt("config", "signature missing or extra bytes"))?;
+        let sig_bytes: [u8; 64] = sig
+            .try_into()
+            .map_err(|_| Error::corrupt("config", "signature missing or extra bytes"))?;
         let config: Config = envelope::decode(body, "config")?;
         config
             .chunker
@@ -119,7 +120,6 @@ impl Config {
         if config.pack_size == 0 || config.pack_size > MAX_PACK_SIZE {
             return Err(Error::corrupt("config", "pack size out of range"));
         }
-        let signed = &bytes[..bytes.len() - 64];
         Ok((config, signed, Signature::from_bytes(&sig_bytes)))
     }
 

@@ -58,6 +58,7 @@ impl Cipher {
         let start = out.len();
         out.extend_from_slice(plaintext);
         // Encryption of an in-memory buffer under 64 GiB cannot fail.
+        #[allow(clippy::indexing_slicing)] // `start` was `out.len()` before the append.
         let tag = self
             .0
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[start..])

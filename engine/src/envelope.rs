@@ -52,28 +52,32 @@ pub fn header(kind: FileKind) -> [u8; HEADER_LEN] {
 
 /// Checks the header of `bytes` and returns what follows it.
 pub fn check<'a>(bytes: &'a [u8], kind: FileKind, object: &str) -> Result<&'a [u8]> {
-    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+    let Some((head, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(Error::corrupt(object, "not a kith file (bad magic)"));
+    };
+    let [m0, m1, m2, m3, version, found] = *head;
+    if [m0, m1, m2, m3] != *MAGIC {
         return Err(Error::corrupt(object, "not a kith file (bad magic)"));
     }
-    if bytes[4] > FORMAT_VERSION {
+    if version > FORMAT_VERSION {
         return Err(Error::Unsupported {
             object: object.to_owned(),
-            version: u32::from(bytes[4]),
+            version: u32::from(version),
         });
     }
-    if bytes[4] == 0 {
+    if version == 0 {
         return Err(Error::corrupt(object, "format version 0"));
     }
-    if bytes[5] != kind as u8 {
+    if found != kind as u8 {
         return Err(Error::corrupt(
             object,
             format!(
-                "holds object kind {} where {} was expected",
-                bytes[5], kind as u8
+                "holds object kind {found} where {} was expected",
+                kind as u8
             ),
         ));
     }
-    Ok(&bytes[HEADER_LEN..])
+    Ok(rest)
 }
 
 /// Serializes with postcard; in-memory serialization of kith's own types
@@ -115,15 +119,15 @@ pub fn open_object(
     object: &str,
 ) -> Result<Vec<u8>> {
     let body = check(bytes, kind, object)?;
-    if body.len() < 32 + crypto::OVERHEAD {
-        return Err(Error::corrupt(object, "too short"));
+    let too_short = || Error::corrupt(object, "too short");
+    let (ephemeral, sealed) = body.split_first_chunk::<32>().ok_or_else(too_short)?;
+    if sealed.len() < crypto::OVERHEAD {
+        return Err(too_short());
     }
-    let mut ephemeral = [0u8; 32];
-    ephemeral.copy_from_slice(&body[..32]);
-    let key = crypto::open_sealed_key(secret, &ephemeral)
+    let key = crypto::open_sealed_key(secret, ephemeral)
         .map_err(|_| Error::corrupt(object, "invalid ephemeral key"))?;
-    let aad = &bytes[..HEADER_LEN + 32];
-    crypto::open(&key, aad, &body[32..]).map_err(|_| {
+    let aad = bytes.get(..HEADER_LEN + 32).ok_or_else(too_short)?;
+    crypto::open(&key, aad, sealed).map_err(|_| {
         Error::corrupt(
             object,
             "authentication failed (altered, or another repository's)",

@@ -147,9 +147,9 @@ pub fn apply_policy(
                 reasons.push("last".to_owned());
             }
             let b = buckets(s.time);
-            for (r, (name, limit)) in rules.iter().enumerate() {
+            for ((name, limit), (seen, bucket)) in rules.iter().zip(seen.iter_mut().zip(b)) {
                 if let Some(n) = limit {
-                    if seen[r].len() < *n as usize && seen[r].insert(b[r]) {
+                    if seen.len() < *n as usize && seen.insert(bucket) {
                         reasons.push((*name).to_owned());
                     }
                 }

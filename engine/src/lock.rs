@@ -122,7 +122,10 @@ pub fn decode_record(
 ) -> Result<Record> {
     let object = format!("{} {name}", kind.noun());
     let body = envelope::check(bytes, file_kind(kind), &object)?;
-    let plain = crypto::open(key, &bytes[..envelope::HEADER_LEN], body)
+    let header = bytes
+        .get(..envelope::HEADER_LEN)
+        .ok_or_else(|| Error::corrupt(&object, "too short"))?;
+    let plain = crypto::open(key, header, body)
         .map_err(|_| Error::corrupt(&object, "authentication failed"))?;
     envelope::decode(&plain, &object)
 }

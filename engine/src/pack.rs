@@ -154,29 +154,28 @@ pub struct Trailer {
 /// Parses the last [`TRAILER_LEN`] bytes of a pack.
 pub fn parse_trailer(tail: &[u8], pack: &PackId) -> Result<Trailer> {
     let object = format!("pack {pack}");
-    if tail.len() != TRAILER_LEN {
-        return Err(Error::corrupt(&object, "too short for a trailer"));
-    }
-    if &tail[40..44] != PACK_MAGIC {
+    let tail: &[u8; TRAILER_LEN] = tail
+        .try_into()
+        .map_err(|_| Error::corrupt(&object, "too short for a trailer"))?;
+    let [ephemeral @ .., h0, h1, h2, h3, version, r0, r1, r2, m0, m1, m2, m3] = *tail;
+    if [m0, m1, m2, m3] != *PACK_MAGIC {
         return Err(Error::corrupt(&object, "bad trailer magic"));
     }
-    if tail[36] > PACK_VERSION {
+    if version > PACK_VERSION {
         return Err(Error::Unsupported {
             object,
-            version: u32::from(tail[36]),
+            version: u32::from(version),
         });
     }
-    if tail[36] == 0 || tail[37..40] != [0, 0, 0] {
+    if version == 0 || [r0, r1, r2] != [0, 0, 0] {
         return Err(Error::corrupt(
             &object,
             "bad trailer version or reserved bytes",
         ));
     }
-    let mut ephemeral = [0u8; 32];
-    ephemeral.copy_from_slice(&tail[..32]);
     Ok(Trailer {
         ephemeral,
-        header_len: u32::from_le_bytes([tail[32], tail[33], tail[34], tail[35]]),
+        header_len: u32::from_le_bytes([h0, h1, h2, h3]),
     })
 }
 
@@ -277,21 +276,20 @@ pub fn read_pack_unchecked(
     bytes: &[u8],
 ) -> Result<(Cipher, Vec<PackEntry>, [u8; 32])> {
     let object = format!("pack {id}");
-    if bytes.len() < TRAILER_LEN {
-        return Err(Error::corrupt(&object, "too short"));
-    }
-    let trailer = parse_trailer(&bytes[bytes.len() - TRAILER_LEN..], id)?;
-    let header_start = (bytes.len() - TRAILER_LEN)
-        .checked_sub(trailer.header_len as usize)
+    let (before, tail) = bytes
+        .split_last_chunk::<TRAILER_LEN>()
+        .ok_or_else(|| Error::corrupt(&object, "too short"))?;
+    let trailer = parse_trailer(tail, id)?;
+    let header_start = usize::try_from(trailer.header_len)
+        .ok()
+        .and_then(|len| before.len().checked_sub(len))
+        .ok_or_else(|| Error::corrupt(&object, "header length past the start"))?;
+    let (_, header) = before
+        .split_at_checked(header_start)
         .ok_or_else(|| Error::corrupt(&object, "header length past the start"))?;
     let key = pack_key(secret, &trailer.ephemeral, id)?;
     let cipher = Cipher::new(&key);
-    let entries = parse_header(
-        &cipher,
-        &bytes[header_start..bytes.len() - TRAILER_LEN],
-        header_start as u64,
-        id,
-    )?;
+    let entries = parse_header(&cipher, header, header_start as u64, id)?;
     Ok((cipher, entries, trailer.ephemeral))
 }
 

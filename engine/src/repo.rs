@@ -834,11 +834,12 @@ impl Repository {
             .iter()
             .filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
             .collect();
-        match m.len() {
-            1 => Ok(m[0].id),
-            0 => Err(Error::InvalidInput(format!("no key matches {prefix:?}"))),
-            n => Err(Error::InvalidInput(format!(
-                "{prefix:?} matches {n} keys: give more characters"
+        match m.as_slice() {
+            [k] => Ok(k.id),
+            [] => Err(Error::InvalidInput(format!("no key matches {prefix:?}"))),
+            _ => Err(Error::InvalidInput(format!(
+                "{prefix:?} matches {} keys: give more characters",
+                m.len()
             ))),
         }
     }

@@ -102,18 +102,19 @@ impl Tree {
     /// Parses blob plaintext, checking names and order.
     pub fn from_bytes(bytes: &[u8], id: &BlobId) -> Result<Self> {
         let object = format!("tree {}", id.short());
-        match bytes.first() {
-            Some(&TREE_VERSION) => {}
-            Some(&v) if v > TREE_VERSION => {
+        let body = match bytes.split_first() {
+            Some((&TREE_VERSION, body)) => body,
+            Some((&v, _)) if v > TREE_VERSION => {
                 return Err(Error::Unsupported {
                     object,
                     version: u32::from(v),
                 })
             }
             _ => return Err(Error::corrupt(&object, "bad version byte")),
-        }
-        let nodes: Vec<Node> = crate::envelope::decode(&bytes[1..], &object)?;
-        for (i, n) in nodes.iter().enumerate() {
+        };
+        let nodes: Vec<Node> = crate::envelope::decode(body, &object)?;
+        let mut previous: Option<&Node> = None;
+        for n in &nodes {
             if n.name.is_empty()
                 || n.name.contains(&b'/')
                 || n.name.contains(&0)
@@ -125,12 +126,13 @@ impl Tree {
                     format!("invalid entry name {:?}", n.name_lossy()),
                 ));
             }
-            if i > 0 && nodes[i - 1].name >= n.name {
+            if previous.is_some_and(|p| p.name >= n.name) {
                 return Err(Error::corrupt(
                     &object,
                     "entries out of order or duplicated",
                 ));
             }
+            previous = Some(n);
         }
         Ok(Tree { nodes })
     }

@@ -131,10 +131,9 @@ impl OwnerKeypair {
     pub fn prove(&self, nonce: &Nonce, holder: &PeerId) -> OwnerProof {
         let owner = self.owner_id();
         let sig = self.0.sign(&challenge_message(nonce, holder, &owner));
-        let mut signature = [0u8; 64];
-        // ed25519 signatures are always 64 bytes.
-        let n = sig.len().min(64);
-        signature[..n].copy_from_slice(&sig[..n]);
+        // ed25519 signatures are always 64 bytes; were one not, the zero
+        // signature would fail verification at the holder.
+        let signature: [u8; 64] = sig.try_into().unwrap_or([0u8; 64]);
         OwnerProof {
             owner,
             nonce: *nonce,

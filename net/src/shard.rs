@@ -101,10 +101,11 @@ pub(crate) async fn store<R: AsyncRead + Unpin>(
     let mut remaining = len;
     while remaining > 0 {
         let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
-        let chunk = &mut buf[..want];
+        // `want` never grows, so this only shortens the buffer.
+        buf.resize(want, 0);
         // A local read error aborts the upload; dropping the stream resets it.
-        reader.read_exact(chunk).await?;
-        let chunk = &buf[..want];
+        reader.read_exact(&mut buf).await?;
+        let chunk = &buf;
         let s = &mut stream;
         idle("shard bytes write", async {
             s.write_all(chunk).await.map_err(NetError::from)
@@ -162,12 +163,14 @@ pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
     let mut buf = vec![0u8; CHUNK.min(usize::try_from(announced).unwrap_or(CHUNK))];
     while remaining > 0 {
         let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
-        let slice = &mut buf[..want];
+        // `want` never grows, so this only shortens the buffer.
+        buf.resize(want, 0);
+        let slice = &mut buf;
         idle("shard bytes", async {
             stream.read_exact(slice).await.map_err(NetError::from)
         })
         .await?;
-        out.write_all(&buf[..want]).await?;
+        out.write_all(&buf).await?;
         remaining -= want as u64;
     }
     out.flush().await?;
@@ -243,13 +246,15 @@ impl StoreBody {
         }
         let want = usize::try_from(self.remaining).unwrap_or(CHUNK).min(CHUNK);
         let Self { stream, buf, .. } = self;
-        let slice = &mut buf[..want];
+        // `want` never grows, so this only shortens the buffer.
+        buf.resize(want, 0);
+        let slice = buf.as_mut_slice();
         idle("shard bytes", async {
             stream.read_exact(slice).await.map_err(NetError::from)
         })
         .await?;
         self.remaining -= want as u64;
-        Ok(Some(&self.buf[..want]))
+        Ok(Some(&self.buf))
     }
 
     /// Bytes announced but not read yet.
@@ -318,8 +323,10 @@ impl InboundFetch {
         let mut remaining = len;
         while remaining > 0 {
             let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
-            reader.read_exact(&mut buf[..want]).await?;
-            let chunk = &buf[..want];
+            // `want` never grows, so this only shortens the buffer.
+            buf.resize(want, 0);
+            reader.read_exact(&mut buf).await?;
+            let chunk = &buf;
             let stream = &mut self.stream;
             idle("shard bytes write", async {
                 stream.write_all(chunk).await.map_err(NetError::from)

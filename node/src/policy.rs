@@ -188,16 +188,21 @@ pub fn prob_at_least(probs: &[f64], k: usize) -> f64 {
     }
     // dist[j] = P(exactly j successes so far), j < k; tail = P(>= k).
     let mut dist = vec![0.0f64; k];
-    dist[0] = 1.0;
+    if let Some(none) = dist.first_mut() {
+        *none = 1.0;
+    }
     let mut tail = 0.0f64;
     for &p in probs {
         let p = p.clamp(0.0, 1.0);
         let q = 1.0 - p;
-        tail += dist[k - 1] * p;
-        for j in (1..k).rev() {
-            dist[j] = dist[j] * q + dist[j - 1] * p;
+        tail += dist.last().copied().unwrap_or(0.0) * p;
+        // dist[j] becomes dist[j] * q + dist[j - 1] * p, with the old dist[j - 1].
+        let mut below = 0.0f64;
+        for d in &mut dist {
+            let old = *d;
+            *d = old * q + below * p;
+            below = old;
         }
-        dist[0] *= q;
     }
     tail.clamp(0.0, 1.0)
 }
@@ -211,34 +216,33 @@ pub fn binomial_at_least(n: u32, k: u32, p: f64) -> f64 {
 /// Order usable peers failure-domain-aware: round-robin over domains, each
 /// domain's peers best first, domains ordered by their best peer.
 fn domain_round_robin(peers: &[PeerProfile], usable: &[usize]) -> Vec<usize> {
-    let mut by_domain: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for &i in usable {
-        by_domain
-            .entry(peers[i].failure_domain)
-            .or_default()
-            .push(i);
+    let mut by_domain: BTreeMap<u32, Vec<(usize, &PeerProfile)>> = BTreeMap::new();
+    for (i, p) in usable.iter().filter_map(|&i| Some((i, peers.get(i)?))) {
+        by_domain.entry(p.failure_domain).or_default().push((i, p));
     }
-    let better = |a: &usize, b: &usize| {
-        let (pa, pb) = (&peers[*a], &peers[*b]);
+    let better = |(a, pa): &(usize, &PeerProfile), (b, pb): &(usize, &PeerProfile)| {
         pb.uptime
             .total_cmp(&pa.uptime)
             .then(pb.always_on.cmp(&pa.always_on))
             .then(a.cmp(b))
     };
-    let mut domains: Vec<Vec<usize>> = by_domain.into_values().collect();
+    let mut domains: Vec<Vec<(usize, &PeerProfile)>> = by_domain.into_values().collect();
     for d in &mut domains {
         d.sort_by(better);
     }
-    domains.sort_by(|a, b| better(&a[0], &b[0]));
+    // No domain is empty; an empty one would sort last.
+    domains.sort_by(|a, b| match (a.first(), b.first()) {
+        (Some(a), Some(b)) => better(a, b),
+        (a, b) => a.is_none().cmp(&b.is_none()),
+    });
+    let rounds = domains.iter().map(Vec::len).max().unwrap_or(0);
     let mut order = Vec::with_capacity(usable.len());
-    let mut round = 0;
-    while order.len() < usable.len() {
+    for round in 0..rounds {
         for d in &domains {
-            if let Some(&i) = d.get(round) {
+            if let Some(&(i, _)) = d.get(round) {
                 order.push(i);
             }
         }
-        round += 1;
     }
     order
 }
@@ -246,8 +250,8 @@ fn domain_round_robin(peers: &[PeerProfile], usable: &[usize]) -> Vec<usize> {
 /// Whole domains (largest first) that can be lost with `k` shards left.
 fn domain_losses(peers: &[PeerProfile], chosen: &[usize], k: u32) -> (u32, u32) {
     let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
-    for &i in chosen {
-        *counts.entry(peers[i].failure_domain).or_default() += 1;
+    for p in chosen.iter().filter_map(|&i| peers.get(i)) {
+        *counts.entry(p.failure_domain).or_default() += 1;
     }
     let domains = counts.len() as u32;
     let mut sizes: Vec<u32> = counts.into_values().collect();
@@ -297,16 +301,19 @@ pub fn choose_placement(
         });
     }
     let order = domain_round_robin(peers, &usable);
+    // The first `n` peers of `order`; every `n` used below is at most
+    // `usable.len()`, which is `order.len()`.
+    let first = |n: u32| order.get(..n as usize).unwrap_or(&order);
     let replicate = object_size < goal.replicate_below;
     if replicate {
         let n = f + 1;
-        return Ok(evaluate(peers, goal, &order[..n as usize], true));
+        return Ok(evaluate(peers, goal, first(n), true));
     }
     let n_max = (usable.len() as u32).min(goal.max_shards);
     // Every n from the most peers down to F + 1, ranked by `ranks_before`.
-    let mut best = evaluate(peers, goal, &order[..n_max as usize], false);
+    let mut best = evaluate(peers, goal, first(n_max), false);
     for n in (f + 1..n_max).rev() {
-        let cand = evaluate(peers, goal, &order[..n as usize], false);
+        let cand = evaluate(peers, goal, first(n), false);
         let better = ranks_before(&cand, &best, goal.max_overhead);
         if better {
             best = cand;
@@ -349,14 +356,18 @@ fn evaluate(
 ) -> Placement {
     let f = goal.losses_survivable;
     let n = chosen.len() as u32;
-    let uptimes: Vec<f64> = chosen.iter().map(|&i| peers[i].uptime).collect();
+    let uptimes: Vec<f64> = chosen
+        .iter()
+        .filter_map(|&i| peers.get(i))
+        .map(|p| p.uptime)
+        .collect();
     let avail = |k: u32| prob_at_least(&uptimes, k as usize);
 
     let mut k = if replicate { 1 } else { n - f };
     if !replicate && goal.domain_losses_survivable > 0 {
         let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
-        for &i in chosen {
-            *counts.entry(peers[i].failure_domain).or_default() += 1;
+        for p in chosen.iter().filter_map(|&i| peers.get(i)) {
+            *counts.entry(p.failure_domain).or_default() += 1;
         }
         if counts.len() as u32 > goal.domain_losses_survivable {
             let mut sizes: Vec<u32> = counts.into_values().collect();

@@ -1,7 +1,12 @@
 //! Helpers for end-to-end tests: a scratch repository, the `kith` binary
 //! with its environment, data generators and tree comparison.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -56,23 +56,19 @@ impl BlobLocation {
     }
 
     fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != 46 {
-            return None;
-        }
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut pack = [0u8; 32];
-        pack.copy_from_slice(&b[..32]);
+        let b: &[u8; 46] = b.try_into().ok()?;
+        let [pack @ .., o0, o1, o2, o3, l0, l1, l2, l3, r0, r1, r2, r3, kind, compression] = *b;
         Some(BlobLocation {
             pack: PackId(pack),
-            offset: u32_at(32),
-            length: u32_at(36),
-            raw_length: u32_at(40),
-            kind: if b[44] == 1 {
+            offset: u32::from_le_bytes([o0, o1, o2, o3]),
+            length: u32::from_le_bytes([l0, l1, l2, l3]),
+            raw_length: u32::from_le_bytes([r0, r1, r2, r3]),
+            kind: if kind == 1 {
                 BlobKind::Tree
             } else {
                 BlobKind::Data
             },
-            compression: if b[45] == 1 {
+            compression: if compression == 1 {
                 Compression::Zstd
             } else {
                 Compression::None
@@ -267,14 +263,12 @@ impl IndexCache {
         match value {
             None => Ok(None),
             Some(v) => {
-                let b = v.value();
-                if b.len() != 40 {
-                    return Err(self.err("malformed pack entry"));
-                }
-                let mut ephemeral = [0u8; 32];
-                ephemeral.copy_from_slice(&b[..32]);
-                let mut size = [0u8; 8];
-                size.copy_from_slice(&b[32..]);
+                let b: &[u8; 40] = v
+                    .value()
+                    .try_into()
+                    .map_err(|_| self.err("malformed pack entry"))?;
+                let [ephemeral @ .., s0, s1, s2, s3, s4, s5, s6, s7] = *b;
+                let size = [s0, s1, s2, s3, s4, s5, s6, s7];
                 Ok(Some(PackInfo {
                     ephemeral,
                     size: u64::from_le_bytes(size),

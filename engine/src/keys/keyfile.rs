@@ -142,15 +142,14 @@ impl KeyFile {
     /// Parses a key file without opening it.
     pub fn parse(bytes: &[u8], object: &str) -> Result<Self> {
         let body = envelope::check(bytes, FileKind::Key, object)?;
-        if body.len() < 4 {
-            return Err(Error::corrupt(object, "too short"));
-        }
-        let len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
-        let info_bytes = body
-            .get(4..4 + len)
-            .ok_or_else(|| Error::corrupt(object, "header length past the end"))?;
+        let (len, rest) = body
+            .split_first_chunk::<4>()
+            .ok_or_else(|| Error::corrupt(object, "too short"))?;
+        let past_end = || Error::corrupt(object, "header length past the end");
+        let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| past_end())?;
+        let (info_bytes, sealed) = rest.split_at_checked(len).ok_or_else(past_end)?;
         let info: KeyFileInfo = envelope::decode(info_bytes, object)?;
-        if body.len() < 4 + len + crypto::OVERHEAD {
+        if sealed.len() < crypto::OVERHEAD {
             return Err(Error::corrupt(object, "no sealed key material"));
         }
         Ok(KeyFile {

@@ -25,11 +25,11 @@ pub fn format_paper_key(master: &MasterSecret) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            digits.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
+            digits.push(digit((acc >> bits) & 31));
         }
     }
     if bits > 0 {
-        digits.push(char::from(ALPHABET[((acc << (5 - bits)) & 31) as usize]));
+        digits.push(digit((acc << (5 - bits)) & 31));
     }
     let groups: Vec<String> = digits
         .as_bytes()
@@ -37,6 +37,12 @@ pub fn format_paper_key(master: &MasterSecret) -> String {
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect();
     format!("{PREFIX}-{}", groups.join("-"))
+}
+
+/// The base32 digit for a 5-bit value.
+fn digit(value: u32) -> char {
+    // Every 5-bit value has a digit: ALPHABET holds 32.
+    ALPHABET.get(value as usize).map_or('?', |&a| char::from(a))
 }
 
 fn digit_value(c: char) -> Option<u32> {
@@ -76,12 +82,11 @@ pub fn parse_paper_key(text: &str) -> Result<MasterSecret> {
             bytes.push(((acc >> bits) & 0xff) as u8);
         }
     }
-    if bytes.len() != 34 {
-        return Err(Error::InvalidMasterKey("it has the wrong length"));
-    }
-    let mut secret = [0u8; 32];
-    secret.copy_from_slice(&bytes[..32]);
-    if checksum(&secret) != [bytes[32], bytes[33]] {
+    let bytes: [u8; 34] = bytes
+        .try_into()
+        .map_err(|_| Error::InvalidMasterKey("it has the wrong length"))?;
+    let [secret @ .., c0, c1] = bytes;
+    if checksum(&secret) != [c0, c1] {
         return Err(Error::InvalidMasterKey(
             "its checksum does not match: check for a typo",
         ));

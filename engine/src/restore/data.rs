@@ -262,9 +262,11 @@ pub(crate) async fn fill(
                             }
                         };
                         for (start, end) in &segments {
-                            if let Err(e) =
-                                f.write_all_at(&plain[*start..*end], *offset + *start as u64)
-                            {
+                            // Segments are ranges of `plain` by construction.
+                            let Some(part) = plain.get(*start..*end) else {
+                                continue;
+                            };
+                            if let Err(e) = f.write_all_at(part, *offset + *start as u64) {
                                 result.errors.push((
                                     path.display().to_string(),
                                     format!("write failed: {e}"),
