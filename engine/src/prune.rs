@@ -351,7 +351,7 @@ async fn plan(repo: &Repository, options: &PruneOptions) -> Result<Plan> {
                     condemned: at,
                 });
                 plan.report.deleted.push(*id);
-                plan.report.bytes_deleted += size;
+                plan.report.bytes_deleted = plan.report.bytes_deleted.saturating_add(size);
                 plan.index_changes |= s.indexed;
             } else {
                 plan.still_condemned.push(CondemnedPack {
@@ -373,7 +373,7 @@ async fn plan(repo: &Repository, options: &PruneOptions) -> Result<Plan> {
                 condemned: now,
             });
             plan.report.condemned.push(*id);
-            plan.report.bytes_condemned += size;
+            plan.report.bytes_condemned = plan.report.bytes_condemned.saturating_add(size);
             plan.index_changes |= s.indexed;
         } else if unused > options.max_unused_percent && used.len() < s.index.blobs.len() {
             plan.report.repacked.push(*id);
@@ -500,7 +500,7 @@ async fn execute(repo: &Repository, mut plan: Plan, watch: &Watch) -> Result<Pru
                     condemned: now_ns(),
                 });
                 plan.report.condemned.push(old.id);
-                plan.report.bytes_condemned += old.size;
+                plan.report.bytes_condemned = plan.report.bytes_condemned.saturating_add(old.size);
             }
             Err(e) if e.is_damage() => keep_unreadable(&mut plan, old, e.to_string()),
             Err(e) => return Err(e),

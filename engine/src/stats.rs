@@ -76,7 +76,8 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
                     }
                     NodeKind::File { content } => {
                         s.files += 1;
-                        s.restore_size += node.size;
+                        // Sizes come from trees on disk: saturate, never overflow.
+                        s.restore_size = s.restore_size.saturating_add(node.size);
                         for b in content {
                             if blobs.insert(b) {
                                 let loc = index.lookup(&b)?.ok_or(Error::BlobNotFound(b))?;
@@ -90,12 +91,12 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
                 }
             }
         }
-        out.total_restore_size += s.restore_size;
+        out.total_restore_size = out.total_restore_size.saturating_add(s.restore_size);
         out.snapshots.push(s);
     }
     for p in packs {
         if let Some(info) = index.pack(&p)? {
-            out.packs_size += info.size;
+            out.packs_size = out.packs_size.saturating_add(info.size);
         }
     }
     out.blobs = blobs.len() as u64;
@@ -104,4 +105,84 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
         out.compression_ratio = out.raw_size as f64 / out.stored_size as f64;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::blob::BlobKind;
+    use crate::index::IndexFile;
+    use crate::packer::PackSink;
+    use crate::snapshot::Snapshot;
+    use crate::tree::{Node, Tree};
+    use crate::{InitOptions, KdfParams};
+
+    fn huge_file(name: &str) -> Node {
+        Node {
+            name: name.as_bytes().to_vec(),
+            kind: NodeKind::File {
+                content: Vec::new(),
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: u64::MAX,
+            mtime: 0,
+            ctime: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+        }
+    }
+
+    /// Sizes come from trees on disk: two files that each claim `u64::MAX`
+    /// bytes must not overflow the sum.
+    #[tokio::test]
+    async fn sizes_past_u64_max_saturate_instead_of_overflowing() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(kith_storage::LocalBackend::new(dir.path().join("repo")));
+        let fast = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let (repo, _) = Repository::init(backend, "pw", &InitOptions::default().kdf(fast), None)
+            .await
+            .unwrap();
+        let tree = Tree {
+            nodes: vec![huge_file("a"), huge_file("b")],
+        };
+        let bytes = tree.to_bytes();
+        let tree_id = repo.blob_id(&bytes);
+        let mut sink = PackSink::new(&repo).unwrap();
+        sink.add(BlobKind::Tree, tree_id, &bytes).await.unwrap();
+        let packs = sink.finish().await.unwrap();
+        repo.write_index_file(&IndexFile {
+            packs,
+            supersedes: Vec::new(),
+        })
+        .await
+        .unwrap();
+        for time in [1, 2] {
+            repo.write_snapshot(&Snapshot {
+                time,
+                host: "h".into(),
+                user: "u".into(),
+                paths: vec!["/".into()],
+                tags: Vec::new(),
+                tree: tree_id,
+                parent: None,
+                summary: Default::default(),
+                program: "kith".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let stats = stats(&repo).await.unwrap();
+        assert_eq!(stats.snapshots.len(), 2);
+        assert!(stats.snapshots.iter().all(|s| s.restore_size == u64::MAX));
+        assert_eq!(stats.total_restore_size, u64::MAX);
+    }
 }

@@ -196,7 +196,8 @@ pub(crate) async fn build(
                             "some of its content is missing from the repository".into(),
                         );
                     }
-                    plan.total_bytes += node.size;
+                    // A size from a tree on disk: saturate, never overflow.
+                    plan.total_bytes = plan.total_bytes.saturating_add(node.size);
                     plan.files.push(PlannedFile {
                         target: child_dest,
                         node,
