@@ -57,30 +57,36 @@ fn bench(c: &mut Criterion) {
 
     let originals = split(&data);
     let recovery = reed_solomon_simd::encode(K, N - K, &originals).unwrap();
-    group.bench_function(BenchmarkId::new("decode, 2 lost", "reed-solomon-simd"), |b| {
-        b.iter(|| {
-            reed_solomon_simd::decode(
-                K,
-                N - K,
-                [(2, &originals[2])],
-                recovery.iter().enumerate(),
-            )
-            .unwrap()
-        })
-    });
+    group.bench_function(
+        BenchmarkId::new("decode, 2 lost", "reed-solomon-simd"),
+        |b| {
+            b.iter(|| {
+                reed_solomon_simd::decode(
+                    K,
+                    N - K,
+                    [(2, &originals[2])],
+                    recovery.iter().enumerate(),
+                )
+                .unwrap()
+            })
+        },
+    );
     let mut full = split(&data);
     let per = full[0].len();
     full.extend((0..N - K).map(|_| vec![0u8; per]));
     rse.encode(&mut full).unwrap();
-    group.bench_function(BenchmarkId::new("decode, 2 lost", "reed-solomon-erasure"), |b| {
-        b.iter(|| {
-            let mut shards: Vec<Option<Vec<u8>>> = full.iter().cloned().map(Some).collect();
-            shards[0] = None;
-            shards[1] = None;
-            rse.reconstruct_data(&mut shards).unwrap();
-            shards
-        })
-    });
+    group.bench_function(
+        BenchmarkId::new("decode, 2 lost", "reed-solomon-erasure"),
+        |b| {
+            b.iter(|| {
+                let mut shards: Vec<Option<Vec<u8>>> = full.iter().cloned().map(Some).collect();
+                shards[0] = None;
+                shards[1] = None;
+                rse.reconstruct_data(&mut shards).unwrap();
+                shards
+            })
+        },
+    );
     group.finish();
 }
 

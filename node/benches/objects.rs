@@ -31,14 +31,20 @@ fn coding_bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("coding 3-of-5, 16 MiB");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(LEN as u64));
-    group.bench_function("encode", |b| b.iter(|| coding::encode(&data, 3, 5).unwrap()));
+    group.bench_function("encode", |b| {
+        b.iter(|| coding::encode(&data, 3, 5).unwrap())
+    });
     let shards = coding::encode(&data, 3, 5).unwrap();
     group.bench_function("decode, all data shards", |b| {
-        let have: Vec<(u16, &[u8])> = (0..3).map(|i| (i, shards[usize::from(i)].as_slice())).collect();
+        let have: Vec<(u16, &[u8])> = (0..3)
+            .map(|i| (i, shards[usize::from(i)].as_slice()))
+            .collect();
         b.iter(|| coding::decode(LEN as u64, 3, 5, &have).unwrap())
     });
     group.bench_function("decode, 2 data shards lost", |b| {
-        let have: Vec<(u16, &[u8])> = (2..5).map(|i| (i, shards[usize::from(i)].as_slice())).collect();
+        let have: Vec<(u16, &[u8])> = (2..5)
+            .map(|i| (i, shards[usize::from(i)].as_slice()))
+            .collect();
         b.iter(|| coding::decode(LEN as u64, 3, 5, &have).unwrap())
     });
     group.finish();
@@ -56,8 +62,13 @@ fn store_bench(c: &mut Criterion) {
     let keys = OwnerKeys::derive(&MasterSecret::from_bytes([9; 32])).unwrap();
     let transport = MemoryTransport::knowing_all(net.clone(), keys.owner_id());
     let store = Arc::new(
-        rt.block_on(ObjectStore::open(transport, keys, dir.path(), StoreOptions::default()))
-            .unwrap(),
+        rt.block_on(ObjectStore::open(
+            transport,
+            keys,
+            dir.path(),
+            StoreOptions::default(),
+        ))
+        .unwrap(),
     );
     let data = Bytes::from(object(2));
     let mut group = c.benchmark_group("object store, 5 peers 3-of-5, 16 MiB");

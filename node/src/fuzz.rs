@@ -10,8 +10,10 @@ use kith_engine::MasterSecret;
 use crate::objects::{OwnerKeys, RootCapsule, ShardHeader};
 
 /// The corpus folders under `fuzz/corpus/` and the function each feeds.
-pub const TARGETS: &[(&str, fn(&[u8]))] =
-    &[("shard_header", shard_header), ("root_capsule", root_capsule)];
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("shard_header", shard_header),
+    ("root_capsule", root_capsule),
+];
 
 /// The owner keys the fuzz targets verify with (master secret of 7s).
 pub fn keys() -> Option<OwnerKeys> {

@@ -271,7 +271,11 @@ mod tests {
                 if path.is_dir() {
                     stack.push(path);
                 } else {
-                    let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                    let rel = path
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
                     out.push((rel, std::fs::read(&path).unwrap()));
                 }
             }
@@ -303,9 +307,14 @@ mod tests {
             .unwrap();
         let keys = OwnerKeys::derive(&master).unwrap();
         let transport = MemoryTransport::knowing_all(net.clone(), keys.owner_id());
-        let store = ObjectStore::open(transport, keys, &work.path().join("a"), StoreOptions::default())
-            .await
-            .unwrap();
+        let store = ObjectStore::open(
+            transport,
+            keys,
+            &work.path().join("a"),
+            StoreOptions::default(),
+        )
+        .await
+        .unwrap();
         backend.attach(store).await.unwrap();
         assert!(backend.location().starts_with("peers://"));
 
@@ -345,9 +354,14 @@ mod tests {
             .find(|p| !holders[3..].contains(p) && net.shard_count(p) > 0)
             .unwrap();
         let transport = MemoryTransport::new(net.clone(), keys.owner_id(), [bootstrap]);
-        let store = ObjectStore::open(transport, keys, &work.path().join("b"), StoreOptions::default())
-            .await
-            .unwrap();
+        let store = ObjectStore::open(
+            transport,
+            keys,
+            &work.path().join("b"),
+            StoreOptions::default(),
+        )
+        .await
+        .unwrap();
         let fresh: Arc<dyn Backend> = Arc::new(PeerBackend::new(store));
         let repo = Repository::open(fresh, &Credentials::Master(master.clone()), None)
             .await
@@ -372,8 +386,14 @@ mod tests {
         // Holders see neither contents nor names.
         for (_, _, bytes) in net.held() {
             assert!(!contains(&bytes, &marker[..24]), "a holder sees plaintext");
-            assert!(!contains(&bytes, b"zebra-secret-name"), "a holder sees a file name");
-            assert!(!contains(&bytes, &big[1000..1032]), "a holder sees plaintext");
+            assert!(
+                !contains(&bytes, b"zebra-secret-name"),
+                "a holder sees a file name"
+            );
+            assert!(
+                !contains(&bytes, &big[1000..1032]),
+                "a holder sees plaintext"
+            );
         }
     }
 
@@ -381,11 +401,18 @@ mod tests {
     async fn staged_writes_are_served_before_attach_and_stored_by_it() {
         let backend = PeerBackend::<MemoryTransport>::staging();
         let h = Handle::new(Kind::Key, "k1").unwrap();
-        backend.put(&h, Bytes::from_static(b"key file")).await.unwrap();
+        backend
+            .put(&h, Bytes::from_static(b"key file"))
+            .await
+            .unwrap();
         assert_eq!(&backend.get_range(&h, 4, 4).await.unwrap()[..], b"file");
         assert!(backend.get_range(&h, 4, 5).await.is_err());
         assert_eq!(backend.list(Kind::Key, "").await.unwrap().len(), 1);
-        assert!(backend.stat(&Handle::config()).await.unwrap_err().is_not_found());
+        assert!(backend
+            .stat(&Handle::config())
+            .await
+            .unwrap_err()
+            .is_not_found());
 
         let net = MemoryNetwork::new();
         net.add_holders(3);

@@ -46,8 +46,8 @@ pub(crate) fn encode(data: &[u8], k: u16, n: u16) -> Result<Vec<Vec<u8>>, Object
         .collect();
     let parity = usize::from(n - k);
     if parity > 0 {
-        let recovery = reed_solomon_simd::encode(usize::from(k), parity, &shards)
-            .map_err(erasure_err)?;
+        let recovery =
+            reed_solomon_simd::encode(usize::from(k), parity, &shards).map_err(erasure_err)?;
         shards.extend(recovery);
     }
     Ok(shards)
@@ -65,7 +65,11 @@ pub(crate) fn decode(
     let len = usize_len(shard_len(object_len, k))?;
     if let Some(body) = shards.iter().find(|(_, b)| b.len() != len) {
         return Err(ObjectError::Erasure {
-            reason: format!("shard {} has {} bytes, {len} expected", body.0, body.1.len()),
+            reason: format!(
+                "shard {} has {} bytes, {len} expected",
+                body.0,
+                body.1.len()
+            ),
         });
     }
     if k == 1 {
@@ -100,9 +104,12 @@ pub(crate) fn decode(
     for (i, slot) in data.iter().enumerate() {
         let part: &[u8] = match slot {
             Some(b) => *b,
-            None => restored.get(&i).map(Vec::as_slice).ok_or(ObjectError::Erasure {
-                reason: format!("data shard {i} was not restored"),
-            })?,
+            None => restored
+                .get(&i)
+                .map(Vec::as_slice)
+                .ok_or(ObjectError::Erasure {
+                    reason: format!("data shard {i} was not restored"),
+                })?,
         };
         let want = (total - out.len()).min(part.len());
         out.extend_from_slice(part.get(..want).unwrap_or(part));

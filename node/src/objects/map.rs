@@ -165,7 +165,8 @@ impl PlacementMap {
     pub(crate) fn get(&self, handle: &Handle) -> Result<Option<ObjectRecord>, ObjectError> {
         let bytes = self.read(|tx| {
             let t = tx.open_table(OBJECTS)?;
-            Ok(t.get(object_key(handle).as_slice())?.map(|v| v.value().to_vec()))
+            Ok(t.get(object_key(handle).as_slice())?
+                .map(|v| v.value().to_vec()))
         })?;
         bytes.map(|b| self.decode(&b)).transpose()
     }
@@ -300,7 +301,8 @@ impl PlacementMap {
     /// Records the generation of the root capsule just written.
     pub(crate) fn set_capsule_generation(&self, generation: u64) -> Result<(), ObjectError> {
         self.write(|tx| {
-            tx.open_table(META)?.insert(CAPSULE_GENERATION, generation)?;
+            tx.open_table(META)?
+                .insert(CAPSULE_GENERATION, generation)?;
             Ok(())
         })
     }

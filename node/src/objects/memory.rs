@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kith_net::{
-    ErrorCode, ErrorReply, Holding, Multiaddr, ObjectTag, OwnerId, PeerId, ShardKey,
-};
+use kith_net::{ErrorCode, ErrorReply, Holding, Multiaddr, ObjectTag, OwnerId, PeerId, ShardKey};
 
 use crate::policy::PeerProfile;
 use crate::transport::{ShardTransport, TransportError, UsablePeer};

@@ -81,8 +81,11 @@ impl<T: ShardTransport> ObjectStore<T> {
         .await;
         let capsule_tag = self.keys.capsule_tag();
         // Shards this owner already deleted, whose holder was away then.
-        let pending: std::collections::BTreeSet<_> =
-            self.in_map(|m| m.pending_deletes()).await?.into_iter().collect();
+        let pending: std::collections::BTreeSet<_> = self
+            .in_map(|m| m.pending_deletes())
+            .await?
+            .into_iter()
+            .collect();
         let mut shards: Vec<(PeerId, Holding)> = Vec::new();
         for (peer, listing) in listings {
             match listing {
@@ -181,7 +184,7 @@ impl<T: ShardTransport> ObjectStore<T> {
                     .into_iter()
                     .map(|(index, (body_hash, peers))| ShardRecord {
                         index,
-                        peers: peers.iter().map(PeerId::to_bytes).collect(),
+                        peers: peers.iter().map(|p| p.to_bytes()).collect(),
                         body_hash,
                     })
                     .collect(),

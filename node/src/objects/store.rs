@@ -124,7 +124,9 @@ impl<T: ShardTransport> ObjectStore<T> {
         };
         if !store.in_map(|m| m.is_complete()).await? {
             store.rebuild_map().await?;
-            store.refreshed.store(true, std::sync::atomic::Ordering::Relaxed);
+            store
+                .refreshed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         store.retry_pending_deletes().await?;
         Ok(store)
@@ -197,9 +199,7 @@ impl<T: ShardTransport> ObjectStore<T> {
         let (record, holders) = self.upload(&id, tag, data).await?;
         let h = name.clone();
         let rec = record.clone();
-        let new_holders = self
-            .in_map(move |m| m.insert(&h, &rec, &holders))
-            .await?;
+        let new_holders = self.in_map(move |m| m.insert(&h, &rec, &holders)).await?;
         if let Some(old) = old {
             self.delete_shards(old.tag(), old.placements()).await?;
         }
@@ -341,9 +341,9 @@ impl<T: ShardTransport> ObjectStore<T> {
                 first: first_error.unwrap_or_else(|| "no peer took the shard".into()),
             });
         }
-        let header_len = built
-            .first()
-            .map_or(0, |(h, _)| u32::try_from(h.encoded_len()).unwrap_or(u32::MAX));
+        let header_len = built.first().map_or(0, |(h, _)| {
+            u32::try_from(h.encoded_len()).unwrap_or(u32::MAX)
+        });
         let data_count = usize::from(k);
         let record = ObjectRecord {
             tag: tag.0,
@@ -370,10 +370,7 @@ impl<T: ShardTransport> ObjectStore<T> {
                 .map(|(h, _)| h.blocks.clone())
                 .collect(),
         };
-        let holders = placed
-            .values()
-            .map(|p| (p.peer, p.addrs.clone()))
-            .collect();
+        let holders = placed.values().map(|p| (p.peer, p.addrs.clone())).collect();
         Ok((record, holders))
     }
 
@@ -439,11 +436,12 @@ impl<T: ShardTransport> ObjectStore<T> {
         for (peer, index) in placements {
             by_peer.entry(peer).or_default().push((tag, index));
         }
-        let results = futures::future::join_all(by_peer.into_iter().map(|(peer, shards)| async move {
-            let r = self.transport.delete(peer, shards.clone()).await;
-            (peer, shards, r)
-        }))
-        .await;
+        let results =
+            futures::future::join_all(by_peer.into_iter().map(|(peer, shards)| async move {
+                let r = self.transport.delete(peer, shards.clone()).await;
+                (peer, shards, r)
+            }))
+            .await;
         let mut pending = Vec::new();
         for (peer, shards, r) in results {
             if let Err(e) = r {
@@ -452,7 +450,8 @@ impl<T: ShardTransport> ObjectStore<T> {
             }
         }
         if !pending.is_empty() {
-            self.in_map(move |m| m.add_pending_deletes(&pending)).await?;
+            self.in_map(move |m| m.add_pending_deletes(&pending))
+                .await?;
         }
         Ok(())
     }
@@ -546,7 +545,9 @@ impl<T: ShardTransport> ObjectStore<T> {
                 };
                 let (peer, index) = candidates.remove(pos);
                 in_flight.insert(index);
-                running.push(async move { (peer, index, self.fetch_shard(record, peer, index).await) });
+                running.push(
+                    async move { (peer, index, self.fetch_shard(record, peer, index).await) },
+                );
             }
             let Some((peer, index, result)) = running.next().await else {
                 break;
@@ -578,12 +579,9 @@ impl<T: ShardTransport> ObjectStore<T> {
             });
         }
         if record.k == 1 {
-            return good
-                .into_values()
-                .next()
-                .ok_or(ObjectError::Erasure {
-                    reason: "no copy".into(),
-                });
+            return good.into_values().next().ok_or(ObjectError::Erasure {
+                reason: "no copy".into(),
+            });
         }
         let (object_len, kk, n) = (record.object_len, record.k, record.n);
         tokio::task::spawn_blocking(move || {
@@ -772,7 +770,11 @@ impl<T: ShardTransport> ObjectStore<T> {
                 Err(e) => tracing::warn!(%peer, error = %e, "root capsule not stored"),
             }
         }
-        tracing::debug!(generation = capsule.generation, stored, "root capsule written");
+        tracing::debug!(
+            generation = capsule.generation,
+            stored,
+            "root capsule written"
+        );
         let generation = capsule.generation;
         self.in_map(move |m| m.set_capsule_generation(generation))
             .await

@@ -109,7 +109,10 @@ async fn a_small_range_of_a_large_object_fetches_little() {
     assert_eq!(&got[..], &bytes[3_000_000..3_001_000]);
     let after = net.fetch_stats();
     assert_eq!(after.0 - before.0, 1, "one data shard covers the range");
-    assert!(after.1 - before.1 <= 128 * 1024, "only the blocks around the range");
+    assert!(
+        after.1 - before.1 <= 128 * 1024,
+        "only the blocks around the range"
+    );
     // A range across two data shards reads from both.
     let s = super::header::shard_len(6 << 20, 3);
     let got = store.get_range(&pack("ef"), s - 10, 20).await.unwrap();
@@ -143,7 +146,17 @@ async fn two_peers_down_still_reads() {
     // A third loss is one too many for 3-of-5: a clear, typed error.
     net.set_down(&peers[2], true);
     let e = store.get(&pack("aa")).await.unwrap_err();
-    assert!(matches!(e, ObjectError::Unavailable { good: 2, needed: 3, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ObjectError::Unavailable {
+                good: 2,
+                needed: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -160,7 +173,10 @@ async fn corrupt_shard_is_detected_reported_and_another_used() {
         net.set_corrupt(liar, true);
         assert_eq!(store.get(&pack("aa")).await.unwrap(), big);
         assert_eq!(store.get(&pack("bb")).await.unwrap(), small);
-        let got = store.get_range(&pack("aa"), 1 << 20, 1 << 20).await.unwrap();
+        let got = store
+            .get_range(&pack("aa"), 1 << 20, 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(&got[..], &big[1 << 20..2 << 20]);
         net.set_corrupt(liar, false);
     }
@@ -185,7 +201,14 @@ async fn too_few_peers_is_a_typed_error_with_nothing_left_behind() {
     let store = open_store(&net, None, dir.path()).await;
     let e = store.put(&pack("aa"), data(1 << 20, 6)).await.unwrap_err();
     assert!(
-        matches!(e, ObjectError::NotEnoughPeers { usable: 2, needed: 3, .. }),
+        matches!(
+            e,
+            ObjectError::NotEnoughPeers {
+                usable: 2,
+                needed: 3,
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(e.to_string().contains("not enough usable peers"));
@@ -199,7 +222,10 @@ async fn too_few_peers_is_a_typed_error_with_nothing_left_behind() {
     let store = open_store(&net, None, dir2.path()).await;
     let e = store.put(&pack("aa"), data(1 << 20, 6)).await.unwrap_err();
     assert!(matches!(e, ObjectError::Upload { .. }), "{e}");
-    assert!(net.held().iter().all(|(_, k, _)| k.tag == store.keys().capsule_tag()));
+    assert!(net
+        .held()
+        .iter()
+        .all(|(_, k, _)| k.tag == store.keys().capsule_tag()));
     assert!(store.list(Kind::Pack, "").await.unwrap().is_empty());
     assert_eq!(net.shard_count(&peers[0]), net.shard_count(&peers[1]));
 }
@@ -313,7 +339,10 @@ async fn root_capsule_names_every_holder_and_opens_on_a_fresh_machine() {
     }
     // One capsule per holder: the first generation was replaced.
     let tag = store.keys().capsule_tag();
-    assert_eq!(net.held().iter().filter(|(_, k, _)| k.tag == tag).count(), 5);
+    assert_eq!(
+        net.held().iter().filter(|(_, k, _)| k.tag == tag).count(),
+        5
+    );
     // Another owner's keys do not open it.
     let other = OwnerKeys::derive(&MasterSecret::from_bytes([8; 32])).unwrap();
     let (_, _, bytes) = net
@@ -333,7 +362,10 @@ async fn holders_never_see_object_names() {
     let names = ["deadbeefcafe0123", "snapshotnamezebra"];
     store.put(&pack(names[0]), data(1 << 20, 1)).await.unwrap();
     store
-        .put(&Handle::new(Kind::Snapshot, names[1]).unwrap(), data(100, 2))
+        .put(
+            &Handle::new(Kind::Snapshot, names[1]).unwrap(),
+            data(100, 2),
+        )
         .await
         .unwrap();
     let held = net.held();
