@@ -2,6 +2,9 @@
 //! put and get of 16 MiB objects over the in-memory network with 5 peers
 //! (3-of-5). Run with `cargo bench -p kith-node --bench objects`.
 
+// A benchmark that cannot set up has nothing to measure: stop loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;

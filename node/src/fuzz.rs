@@ -9,8 +9,11 @@ use kith_engine::MasterSecret;
 
 use crate::objects::{OwnerKeys, RootCapsule, ShardHeader};
 
+/// A fuzz entry point: takes any bytes, never panics.
+pub type Target = fn(&[u8]);
+
 /// The corpus folders under `fuzz/corpus/` and the function each feeds.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("shard_header", shard_header),
     ("root_capsule", root_capsule),
 ];

@@ -103,7 +103,7 @@ pub(crate) fn decode(
     let mut out = Vec::with_capacity(total);
     for (i, slot) in data.iter().enumerate() {
         let part: &[u8] = match slot {
-            Some(b) => *b,
+            Some(b) => b,
             None => restored
                 .get(&i)
                 .map(Vec::as_slice)

@@ -6,6 +6,10 @@
 //! by kind code and name, so listing a kind with a name prefix is one range
 //! scan.
 
+// redb's error type is large; it only travels out of the closures below
+// once per map operation, into an `ObjectError` that keeps its message.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 
 use kith_net::{Multiaddr, ObjectTag, PeerId};

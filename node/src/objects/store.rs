@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -72,7 +73,14 @@ pub struct ObjectStore<T: ShardTransport> {
     /// Set once the map was rebuilt from the holders in this session: a
     /// name missing from the map then really is missing.
     refreshed: std::sync::atomic::AtomicBool,
+    /// Holders that were unreachable recently, and when: reads ask them
+    /// last, so a restore with holders gone does not wait on each of them
+    /// for every object.
+    away: Mutex<BTreeMap<PeerId, Instant>>,
 }
+
+/// How long an unreachable holder is asked last.
+const AWAY_FOR: Duration = Duration::from_secs(60);
 
 impl<T: ShardTransport> std::fmt::Debug for ObjectStore<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +129,7 @@ impl<T: ShardTransport> ObjectStore<T> {
             problems: Mutex::new(Vec::new()),
             capsule_lock: tokio::sync::Mutex::new(()),
             refreshed: std::sync::atomic::AtomicBool::new(false),
+            away: Mutex::new(BTreeMap::new()),
         };
         if !store.in_map(|m| m.is_complete()).await? {
             store.rebuild_map().await?;
@@ -159,6 +168,26 @@ impl<T: ShardTransport> ObjectStore<T> {
                 index,
                 reason,
             });
+    }
+
+    /// Notes whether a holder answered.
+    fn note_reachable(&self, peer: PeerId, error: Option<&TransportError>) {
+        let mut away = self.away.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(TransportError::Unreachable { .. }) => {
+                away.insert(peer, Instant::now());
+            }
+            Some(_) => {}
+            None => {
+                away.remove(&peer);
+            }
+        }
+    }
+
+    /// Whether a holder was unreachable in the last [`AWAY_FOR`].
+    fn is_away(&self, peer: &PeerId) -> bool {
+        let away = self.away.lock().unwrap_or_else(|e| e.into_inner());
+        away.get(peer).is_some_and(|t| t.elapsed() < AWAY_FOR)
     }
 
     /// Runs a placement-map operation off the async runtime.
@@ -486,11 +515,9 @@ impl<T: ShardTransport> ObjectStore<T> {
         };
         let body_len = shard_len(record.object_len, record.k);
         let max = u64::from(record.header_len) + body_len;
-        let bytes = self
-            .transport
-            .fetch(peer, key, 0, None, max)
-            .await
-            .map_err(|e| e.to_string())?;
+        let fetched = self.transport.fetch(peer, key, 0, None, max).await;
+        self.note_reachable(peer, fetched.as_ref().err());
+        let bytes = fetched.map_err(|e| e.to_string())?;
         let (header, hlen) =
             ShardHeader::decode(&bytes, self.keys.header_key()).map_err(|e| e.to_string())?;
         if header.owner != key.owner
@@ -530,7 +557,7 @@ impl<T: ShardTransport> ObjectStore<T> {
         let k = usize::from(record.k);
         // Data shards first: with all of them no decoding is needed.
         let mut candidates = record.placements();
-        candidates.sort_by_key(|(_, i)| (*i >= record.k, *i));
+        candidates.sort_by_key(|(p, i)| (self.is_away(p), *i >= record.k, *i));
         let mut good: BTreeMap<u16, Bytes> = BTreeMap::new();
         let mut in_flight: BTreeSet<u16> = BTreeSet::new();
         let mut running = FuturesUnordered::new();
@@ -677,10 +704,12 @@ impl<T: ShardTransport> ObjectStore<T> {
         let last_block = (b - 1) / bs;
         let fetch_start = first_block * bs;
         let fetch_end = ((last_block + 1) * bs).min(s);
+        // Holders that were just unreachable are skipped: rebuilding from
+        // other shards is quicker than waiting on them again.
         let holders: Vec<(PeerId, u16)> = record
             .placements()
             .into_iter()
-            .filter(|(_, i)| record.k == 1 || *i == index)
+            .filter(|(p, i)| (record.k == 1 || *i == index) && !self.is_away(p))
             .collect();
         for (peer, shard_index) in holders {
             let key = ShardKey {
@@ -699,6 +728,7 @@ impl<T: ShardTransport> ObjectStore<T> {
                     len,
                 )
                 .await;
+            self.note_reachable(peer, got.as_ref().err());
             let bytes = match got {
                 Ok(bytes) => bytes,
                 Err(e) => {
