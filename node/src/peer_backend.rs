@@ -382,6 +382,16 @@ mod tests {
         let got = files(&restored_root);
         assert_eq!(want.len(), got.len());
         assert!(want == got, "restored files differ from the source");
+        let report =
+            kith_engine::check::check(&repo, kith_engine::check::ReadData::All, Arc::new(|_| {}))
+                .await
+                .unwrap();
+        assert!(
+            report.errors.is_empty(),
+            "{} check errors",
+            report.errors.len()
+        );
+        assert!(report.packs_read > 0);
 
         // Holders see neither contents nor names.
         for (_, _, bytes) in net.held() {
