@@ -21,6 +21,7 @@ struct Holder {
     shards: BTreeMap<ShardKey, Bytes>,
     down: bool,
     corrupt: bool,
+    refuse: bool,
     quota: u64,
 }
 
@@ -75,6 +76,7 @@ impl MemoryNetwork {
                         shards: BTreeMap::new(),
                         down: false,
                         corrupt: false,
+                        refuse: false,
                         quota: u64::MAX,
                     },
                 );
@@ -100,6 +102,15 @@ impl MemoryNetwork {
     pub fn set_corrupt(&self, peer: &PeerId, corrupt: bool) {
         if let Some(h) = self.lock().get_mut(peer) {
             h.corrupt = corrupt;
+        }
+    }
+
+    /// Makes a holder refuse every store as over quota while still
+    /// reporting free space (its quota was taken by others since it was
+    /// asked).
+    pub fn set_refuse_stores(&self, peer: &PeerId, refuse: bool) {
+        if let Some(h) = self.lock().get_mut(peer) {
+            h.refuse = refuse;
         }
     }
 
@@ -237,7 +248,7 @@ impl ShardTransport for MemoryTransport {
         self.reach(peer, |h| {
             let old = h.shards.get(&key).map_or(0, |b| b.len() as u64);
             let used = h.used() - old;
-            if used.saturating_add(data.len() as u64) > h.quota {
+            if h.refuse || used.saturating_add(data.len() as u64) > h.quota {
                 return Err(TransportError::Refused {
                     peer,
                     reply: ErrorReply::new(ErrorCode::OverQuota, "over quota"),

@@ -394,3 +394,40 @@ async fn shards_are_placed_on_distinct_peers() {
         assert_eq!(shards, 1);
     }
 }
+
+#[tokio::test]
+async fn a_peer_refusing_over_quota_is_replaced_by_a_spare() {
+    let net = MemoryNetwork::new();
+    let peers = net.add_holders(6);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = OwnerKeys::derive(&master()).unwrap();
+    let transport = MemoryTransport::knowing_all(net.clone(), keys.owner_id());
+    let goal = crate::policy::PolicyGoal {
+        max_shards: 5,
+        ..Default::default()
+    };
+    let store = ObjectStore::open(
+        transport,
+        keys,
+        dir.path(),
+        StoreOptions::default().goal(goal),
+    )
+    .await
+    .unwrap();
+    // The first peer in order is always chosen; it reports free space but
+    // refuses the shard.
+    let first = *peers.iter().min().unwrap();
+    net.set_refuse_stores(&first, true);
+    let bytes = data(2 << 20, 9);
+    store.put(&pack("aa"), bytes.clone()).await.unwrap();
+    assert_eq!(store.get(&pack("aa")).await.unwrap(), bytes);
+    let capsule = store.keys().capsule_tag();
+    let holding: Vec<PeerId> = net
+        .held()
+        .into_iter()
+        .filter(|(_, k, _)| k.tag != capsule)
+        .map(|(p, _, _)| p)
+        .collect();
+    assert_eq!(holding.len(), 5);
+    assert!(!holding.contains(&first));
+}
