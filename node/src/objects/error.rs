@@ -80,6 +80,12 @@ pub enum ObjectError {
         /// What failed.
         reason: String,
     },
+    /// Another process of this owner has the placement map open.
+    #[error("placement map {path} is in use by another kith process")]
+    MapBusy {
+        /// The map file.
+        path: std::path::PathBuf,
+    },
     /// No root capsule could be read from any reachable peer.
     #[error(
         "no root capsule found on {asked} reachable peer(s): give the address of a peer \

@@ -120,7 +120,12 @@ impl PlacementMap {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         }
-        let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => ObjectError::MapBusy {
+                path: path.to_path_buf(),
+            },
+            e => fail(e.to_string()),
+        })?;
         let map = Self {
             db,
             path: path.to_path_buf(),

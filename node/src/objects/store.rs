@@ -70,13 +70,15 @@ pub struct ObjectStore<T: ShardTransport> {
     pub(crate) goal: PolicyGoal,
     problems: Mutex<Vec<ShardProblem>>,
     capsule_lock: tokio::sync::Mutex<()>,
-    /// Set once the map was rebuilt from the holders in this session: a
-    /// name missing from the map then really is missing.
+    /// Set once a miss made the map be rebuilt from the holders in this
+    /// session: a name missing from the map then really is missing.
     refreshed: std::sync::atomic::AtomicBool,
     /// Holders that were unreachable recently, and when: reads ask them
     /// last, so a restore with holders gone does not wait on each of them
     /// for every object.
     away: Mutex<BTreeMap<PeerId, Instant>>,
+    /// The folder of a private placement map, when the shared one was busy.
+    _private_map: Option<tempfile::TempDir>,
 }
 
 /// How long an unreachable holder is asked last.
@@ -118,9 +120,23 @@ impl<T: ShardTransport> ObjectStore<T> {
     ) -> Result<Self, ObjectError> {
         let owner = keys.owner_id();
         let path = cache_dir.join(format!("placement-{}.redb", hex(&owner.0[..8])));
-        let map = tokio::task::spawn_blocking(move || PlacementMap::open(&path))
-            .await
-            .map_err(|e| ObjectError::Task(e.to_string()))??;
+        // Another process of this owner (a backup while `snapshots` runs)
+        // may hold the map: this one then works on a private copy rebuilt
+        // from the holders, removed when the store is dropped.
+        let (map, private) = tokio::task::spawn_blocking(move || match PlacementMap::open(&path) {
+            Err(ObjectError::MapBusy { path }) => {
+                tracing::info!(path = %path.display(), "placement map in use; using a private one");
+                let dir = tempfile::tempdir().map_err(|e| ObjectError::Map {
+                    path: path.clone(),
+                    reason: format!("cannot create a private map: {e}"),
+                })?;
+                let map = PlacementMap::open(&dir.path().join("placement.redb"))?;
+                Ok((map, Some(dir)))
+            }
+            other => other.map(|m| (m, None)),
+        })
+        .await
+        .map_err(|e| ObjectError::Task(e.to_string()))??;
         let store = Self {
             transport: Arc::new(transport),
             keys: Arc::new(keys),
@@ -130,12 +146,10 @@ impl<T: ShardTransport> ObjectStore<T> {
             capsule_lock: tokio::sync::Mutex::new(()),
             refreshed: std::sync::atomic::AtomicBool::new(false),
             away: Mutex::new(BTreeMap::new()),
+            _private_map: private,
         };
         if !store.in_map(|m| m.is_complete()).await? {
             store.rebuild_map().await?;
-            store
-                .refreshed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         store.retry_pending_deletes().await?;
         Ok(store)

@@ -431,3 +431,17 @@ async fn a_peer_refusing_over_quota_is_replaced_by_a_spare() {
     assert_eq!(holding.len(), 5);
     assert!(!holding.contains(&first));
 }
+
+#[tokio::test]
+async fn a_second_process_with_the_map_open_works_on_a_private_copy() {
+    let net = MemoryNetwork::new();
+    net.add_holders(5);
+    let dir = tempfile::tempdir().unwrap();
+    let first = open_store(&net, None, dir.path()).await;
+    first.put(&pack("aa"), data(1 << 20, 1)).await.unwrap();
+    let second = open_store(&net, None, dir.path()).await;
+    assert_eq!(second.get(&pack("aa")).await.unwrap(), data(1 << 20, 1));
+    second.put(&pack("bb"), data(100, 2)).await.unwrap();
+    // The first process learns of it on its first miss.
+    assert_eq!(first.get(&pack("bb")).await.unwrap(), data(100, 2));
+}
