@@ -49,6 +49,25 @@ impl<T: ShardTransport> PeerBackend<T> {
         }
     }
 
+    /// Opens the object store of the repository whose master secret is
+    /// `master` over `transport`, with its placement map in `cache_dir`
+    /// (rebuilt from the holders on a fresh machine), and serves it.
+    pub async fn open(
+        transport: T,
+        master: &kith_engine::MasterSecret,
+        cache_dir: &std::path::Path,
+    ) -> std::result::Result<Self, ObjectError> {
+        let keys = crate::objects::OwnerKeys::derive(master)?;
+        let store = ObjectStore::open(
+            transport,
+            keys,
+            cache_dir,
+            crate::objects::StoreOptions::default(),
+        )
+        .await?;
+        Ok(Self::new(store))
+    }
+
     /// A backend that keeps writes in memory until [`PeerBackend::attach`]:
     /// for `Repository::init`, which creates the master secret that the
     /// object store's keys derive from.
@@ -354,15 +373,11 @@ mod tests {
             .find(|p| !holders[3..].contains(p) && net.shard_count(p) > 0)
             .unwrap();
         let transport = MemoryTransport::new(net.clone(), keys.owner_id(), [bootstrap]);
-        let store = ObjectStore::open(
-            transport,
-            keys,
-            &work.path().join("b"),
-            StoreOptions::default(),
-        )
-        .await
-        .unwrap();
-        let fresh: Arc<dyn Backend> = Arc::new(PeerBackend::new(store));
+        let fresh: Arc<dyn Backend> = Arc::new(
+            PeerBackend::open(transport, &master, &work.path().join("b"))
+                .await
+                .unwrap(),
+        );
         let repo = Repository::open(fresh, &Credentials::Master(master.clone()), None)
             .await
             .unwrap();
