@@ -26,6 +26,7 @@ pub mod blob;
 pub mod check;
 pub mod chunker;
 pub mod condemned;
+pub mod copy;
 pub mod config;
 pub mod crypto;
 pub mod diff;
