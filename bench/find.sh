@@ -9,13 +9,15 @@
 #   BENCH_DIR=/tmp            where the work folder is made
 #   BENCH_KEEP=1              keep the work folder (default: removed)
 #   BENCH_SKIP_BUILD=1        use the existing release binary
+#   BENCH_KITH=path           use this kith binary (implies BENCH_SKIP_BUILD=1)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 FILES="${BENCH_FILES:-${BENCH_FIND_FILES:-1000000}}"
 PARENT="${BENCH_DIR:-${TMPDIR:-/tmp}}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-KITH="$TARGET/release/kith"
+KITH="${BENCH_KITH:-$TARGET/release/kith}"
+[ -z "${BENCH_KITH:-}" ] || BENCH_SKIP_BUILD=1
 
 log() { printf '[find-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

@@ -42,7 +42,10 @@ impl Mounted {
                 let out = m.child.take().unwrap().wait_with_output().unwrap();
                 panic!("kith mount exited with {status}: {}", stderr_of(&out));
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "the mount never appeared");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the mount never appeared"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         m

@@ -71,14 +71,23 @@ fn a_profile_supplies_repository_password_command_paths_and_retention() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("deeper/c.bin"));
-    assert!(!listing.contains("skip.tmp"), "the profile's excludes apply");
+    assert!(
+        !listing.contains("skip.tmp"),
+        "the profile's excludes apply"
+    );
     // forget with the profile's retention keeps the newest one.
     let out = run(&["--profile", "home", "forget", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     // An explicit flag wins over the profile: another repository.
     let other = env.path("nowhere");
-    let out = run(&["--profile", "home", "-r", other.to_str().unwrap(), "snapshots"]);
+    let out = run(&[
+        "--profile",
+        "home",
+        "-r",
+        other.to_str().unwrap(),
+        "snapshots",
+    ]);
     assert_eq!(out.status.code(), Some(10), "{}", stderr_of(&out));
     // The profile can also come from KITH_PROFILE.
     let out = env
@@ -106,7 +115,10 @@ fn a_wrong_profile_name_or_a_bad_config_file_exits_2_and_names_the_profiles() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr_of(&out);
-    assert!(err.contains("no profile \"hmoe\"") && err.contains("home"), "{err}");
+    assert!(
+        err.contains("no profile \"hmoe\"") && err.contains("home"),
+        "{err}"
+    );
     fs::write(&config, "[profiles.home]\nrepo = \"/r\"\n").unwrap();
     let out = env
         .cmd()
@@ -380,7 +392,14 @@ fn after_a_master_key_rotation_old_and_new_snapshots_restore_and_check_passes() 
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     // Rotating again keeps both earlier generations readable.
-    env.json(&["key", "rotate-master", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    env.json(&[
+        "key",
+        "rotate-master",
+        "--kdf-memory",
+        "64",
+        "--kdf-iterations",
+        "1",
+    ]);
     let again = env.path("again");
     env.ok(&["restore", &first, "--target", again.to_str().unwrap()]);
     assert_same_tree(&before, &again);

@@ -30,7 +30,12 @@ pub(crate) struct Global {
     #[arg(long, env = "KITH_PASSWORD_FILE", global = true)]
     pub(crate) password_file: Option<PathBuf>,
     /// Run this shell command (`sh -c`) and use the first line it prints as the password.
-    #[arg(long, env = "KITH_PASSWORD_COMMAND", global = true, value_name = "COMMAND")]
+    #[arg(
+        long,
+        env = "KITH_PASSWORD_COMMAND",
+        global = true,
+        value_name = "COMMAND"
+    )]
     pub(crate) password_command: Option<String>,
     /// Open the repository with the master key (paper key) in this file instead of a password.
     #[arg(long, global = true)]
@@ -109,7 +114,11 @@ pub(crate) struct CopyArgs {
     /// Snapshots of the source repository (ids, prefixes or `latest`); all of them when none is given.
     pub(crate) snapshots: Vec<String>,
     /// The repository to copy from.
-    #[arg(long = "from-repo", env = "KITH_FROM_REPOSITORY", value_name = "LOCATION")]
+    #[arg(
+        long = "from-repo",
+        env = "KITH_FROM_REPOSITORY",
+        value_name = "LOCATION"
+    )]
     pub(crate) from_repo: String,
     /// Read the source repository's password from this file.
     #[arg(long, env = "KITH_FROM_PASSWORD_FILE", value_name = "FILE")]

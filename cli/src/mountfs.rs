@@ -280,7 +280,9 @@ impl SnapshotFs {
             What::Virtual | What::Dir { node: None, .. } => {
                 return virtual_dir(FileType::Directory, 0o555, 0)
             }
-            What::Link(target) => return virtual_dir(FileType::Symlink, 0o777, target.len() as u64),
+            What::Link(target) => {
+                return virtual_dir(FileType::Symlink, 0o777, target.len() as u64)
+            }
             What::Dir { node: Some(n), .. } | What::Entry(n) => n,
         };
         let (kind, size, rdev) = match &node.kind {

@@ -173,7 +173,8 @@ pub(crate) fn apply(profile: &Profile, global: &mut Global, command: &mut Comman
                 b.paths = profile.paths.clone();
             }
             b.excludes.extend(profile.excludes.iter().cloned());
-            b.exclude_files.extend(profile.exclude_files.iter().cloned());
+            b.exclude_files
+                .extend(profile.exclude_files.iter().cloned());
             if b.tags.is_empty() {
                 b.tags = profile.tags.clone();
             }

@@ -126,8 +126,7 @@ impl RepoSecretKey {
 
     /// This key, also able to open what was sealed to `earlier` (newest first).
     pub fn with_earlier(mut self, earlier: impl IntoIterator<Item = RepoSecretKey>) -> Self {
-        self.earlier
-            .extend(earlier.into_iter().map(|k| k.current));
+        self.earlier.extend(earlier.into_iter().map(|k| k.current));
         self
     }
 

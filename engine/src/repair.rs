@@ -4,7 +4,6 @@ use std::collections::{HashMap, HashSet};
 
 use kith_storage::{Handle, Kind};
 
-use crate::crypto::Cipher;
 use crate::id::{IndexId, PackId};
 use crate::index::{IndexFile, IndexPack};
 use crate::pack::{self, TRAILER_LEN};

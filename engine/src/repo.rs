@@ -611,7 +611,11 @@ impl Repository {
     }
 
     /// The cipher, among `keys`, that opens the header of `pack`.
-    async fn header_cipher(&self, pack: &PackId, keys: &[crate::crypto::SymmetricKey]) -> Result<Cipher> {
+    async fn header_cipher(
+        &self,
+        pack: &PackId,
+        keys: &[crate::crypto::SymmetricKey],
+    ) -> Result<Cipher> {
         let handle = Handle::new(Kind::Pack, pack.to_hex())?;
         let size = self.backend.stat(&handle).await?.size;
         let trailer_len = pack::TRAILER_LEN as u64;

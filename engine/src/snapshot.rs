@@ -194,8 +194,11 @@ mod tests {
             program: "kith 0.1.0".into(),
         };
         // Exactly what kith 0.1.0 wrote: common header version 1.
-        let bytes =
-            envelope::seal_object(FileKind::Snapshot, &secret.public(), &envelope::encode(&old));
+        let bytes = envelope::seal_object(
+            FileKind::Snapshot,
+            &secret.public(),
+            &envelope::encode(&old),
+        );
         let read = Snapshot::from_bytes(&secret, &bytes, &SnapshotId([0; 32])).unwrap();
         assert_eq!(read.original, None);
         assert_eq!(read.parent, Some(SnapshotId([2; 32])));

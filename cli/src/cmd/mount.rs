@@ -69,7 +69,10 @@ pub(crate) async fn run(ctx: &Context, args: &MountArgs) -> Result<u8, CliError>
         fuser::MountOption::NoSuid,
     ];
     let mut session = fuser::Session::new(fs, &args.mountpoint, &config).map_err(|e| {
-        CliError::Mountpoint(format!("cannot mount on {}: {e}", args.mountpoint.display()))
+        CliError::Mountpoint(format!(
+            "cannot mount on {}: {e}",
+            args.mountpoint.display()
+        ))
     })?;
     let mut unmounter = session.unmount_callable();
     if !ctx.global.quiet && !ctx.global.json {
