@@ -58,9 +58,9 @@ timed() { # label, command...
 "$KITH" init --kdf-memory 64 --kdf-iterations 1 > /dev/null 2>&1
 timed "backup ($FILES files)" "$KITH" backup -q "$WORK/data"
 rm -rf "$WORK/cache"
-timed "find, cold (no cache)" "$KITH" find 'holliday budgte' --limit 20
-timed "find, warm" "$KITH" find 'holliday budgte' --limit 20
+timed "find, cold (no cache)" "$KITH" find 'holliday' --limit 20
+timed "find, warm" "$KITH" find 'holliday' --limit 20
 timed "find glob, warm" "$KITH" find '*minutes*0042-*' --limit 20
 "$KITH" backup -q "$WORK/data"
-timed "find, warm, 2 snapshots" "$KITH" find 'holliday budgte' --limit 20
+timed "find, warm, 2 snapshots" "$KITH" find 'holliday' --limit 20
 log "done"

@@ -47,11 +47,14 @@ enum What {
     Link(Vec<u8>),
 }
 
+/// A folder's entries: name and inode.
+type Children = Vec<(OsString, u64)>;
+
 struct Inode {
     parent: u64,
     what: What,
     /// Name → inode, once known.
-    children: Option<Vec<(OsString, u64)>>,
+    children: Option<Children>,
     /// A file's blob offsets (start of each blob), once opened.
     offsets: Option<Arc<Vec<(u64, BlobId)>>>,
 }
@@ -149,7 +152,7 @@ fn time_name(ns: i64) -> String {
 }
 
 /// `name`, or `name-<short id>` when taken.
-fn unique(taken: &mut Vec<(OsString, u64)>, name: String, id: &SnapshotId, ino: u64) {
+fn unique(taken: &mut Children, name: String, id: &SnapshotId, ino: u64) {
     let name = if taken.iter().any(|(n, _)| n == name.as_str()) {
         format!("{name}-{}", id.short())
     } else {
@@ -172,7 +175,7 @@ impl SnapshotFs {
         let dates = t.add(root, What::Virtual);
         let mut id_children = Vec::new();
         let mut date_children = Vec::new();
-        let mut host_dirs: Vec<(String, u64, Vec<(OsString, u64)>)> = Vec::new();
+        let mut host_dirs: Vec<(String, u64, Children)> = Vec::new();
         let mut latest = None;
         for (id, s) in snapshots {
             let root_of = |t: &mut Table, parent: u64| {
@@ -314,7 +317,7 @@ impl SnapshotFs {
     }
 
     /// The children of a folder, loading its tree on first use.
-    fn children(&self, ino: u64) -> Result<Vec<(OsString, u64)>, Errno> {
+    fn children(&self, ino: u64) -> Result<Children, Errno> {
         let tree_id = {
             let t = self.table.lock().map_err(|_| Errno::EIO)?;
             let inode = t.get(ino).ok_or(Errno::ENOENT)?;
