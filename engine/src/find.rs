@@ -45,6 +45,10 @@ pub struct Hit {
 
 /// Lowercase without accents.
 pub fn fold(text: &str) -> String {
+    // Most names are ASCII: no decomposition needed.
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     text.nfd()
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
