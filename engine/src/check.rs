@@ -423,8 +423,7 @@ async fn read_tree(
             let (_, ephemeral, _) = packs.get(&known.pack).ok_or_else(|| {
                 Error::corrupt(format!("pack {}", known.pack), "not in the index")
             })?;
-            let key = pack::pack_key(repo.secret("checking")?, ephemeral, &known.pack)?;
-            let c = Arc::new(Cipher::new(&key));
+            let c = repo.pack_cipher_with(&known.pack, ephemeral).await?;
             ciphers.insert(known.pack, c.clone());
             c
         }
