@@ -8,6 +8,12 @@ pub(crate) enum CliError {
     Engine(#[from] kith_engine::Error),
     #[error("{0}")]
     Usage(String),
+    /// The config file or profile is wrong (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The mount point cannot be used (exit 15).
+    #[error("{0}")]
+    Mountpoint(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -17,6 +23,8 @@ impl CliError {
         match self {
             CliError::Engine(e) => exit::code_for(e),
             CliError::Usage(_) => exit::ERROR,
+            CliError::Config(_) => exit::USAGE,
+            CliError::Mountpoint(_) => exit::MOUNTPOINT,
             CliError::Output(_) => exit::ERROR,
         }
     }
