@@ -215,9 +215,12 @@ impl SnapshotFs {
                     host_dirs.len() - 1
                 }
             };
-            let host_ino = host_dirs[pos].1;
-            let by_host = root_of(&mut t, host_ino);
-            unique(&mut host_dirs[pos].2, time_name(s.time), id, by_host);
+            // `pos` is a position in `host_dirs`, found or just pushed.
+            let Some((_, host_ino, children)) = host_dirs.get_mut(pos) else {
+                continue;
+            };
+            let by_host = root_of(&mut t, *host_ino);
+            unique(children, time_name(s.time), id, by_host);
         }
         let mut root_children = vec![
             (OsString::from("ids"), ids),
@@ -454,7 +457,11 @@ impl SnapshotFs {
             }
             let from = (pos - start) as usize;
             let to = (end.min(blob_end) - start) as usize;
-            out.extend_from_slice(&data[from..to]);
+            // `pos` lies in this blob and `to` is at most its end.
+            let Some(part) = data.get(from..to) else {
+                break;
+            };
+            out.extend_from_slice(part);
             pos = start + to as u64;
         }
         Ok(out)

@@ -124,8 +124,8 @@ impl Config {
         } else {
             (2, envelope::encode(self))
         };
-        let mut out = envelope::header(FileKind::Config).to_vec();
-        out[4] = version;
+        let [m0, m1, m2, m3, _, kind] = envelope::header(FileKind::Config);
+        let mut out = vec![m0, m1, m2, m3, version, kind];
         out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(&body);
         let signature = signer.sign(&out);

@@ -294,7 +294,7 @@ pub async fn find(repo: &Repository, pattern: &str, limit: usize) -> Result<Vec<
                 snapshot: *id,
                 snapshot_time: snapshot.time,
                 path: path.clone(),
-                kind: KINDS[usize::from(e.kind).min(3)],
+                kind: KINDS.get(usize::from(e.kind)).unwrap_or(&"other"),
                 size: e.size,
                 mtime: e.mtime,
                 score: *score,

@@ -594,8 +594,8 @@ impl Repository {
         }
         let secret = self.secret("reading data")?;
         let keys = pack::pack_keys(secret, ephemeral, pack)?;
-        let c = if keys.len() == 1 {
-            Arc::new(Cipher::new(&keys[0]))
+        let c = if let [key] = keys.as_slice() {
+            Arc::new(Cipher::new(key))
         } else {
             Arc::new(self.header_cipher(pack, &keys).await?)
         };

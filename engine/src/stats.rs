@@ -174,6 +174,7 @@ mod tests {
                 tags: Vec::new(),
                 tree: tree_id,
                 parent: None,
+                original: None,
                 summary: Default::default(),
                 program: "kith".into(),
             })

@@ -3,7 +3,7 @@
 //! 16 MiB pack 3-of-5 and rebuilding it with two data shards lost.
 
 // A benchmark that cannot set up has nothing to measure: stop loudly.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use reed_solomon_erasure::galois_8::ReedSolomon;

@@ -3,7 +3,7 @@
 //! (3-of-5). Run with `cargo bench -p kith-node --bench objects`.
 
 // A benchmark that cannot set up has nothing to measure: stop loudly.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 

@@ -94,8 +94,11 @@ pub(crate) fn seal(
     let mut plain = [0u8; PLAIN_LEN];
     plain[0] = kind_code(id.handle.kind);
     plain[1] = u8::try_from(name.len()).ok()?;
-    plain[2..2 + name.len()].copy_from_slice(name);
-    plain[2 + MAX_NAME_LEN..].copy_from_slice(&id.written.to_le_bytes());
+    // Both ranges are inside `plain`: the name is at most MAX_NAME_LEN long.
+    plain.get_mut(2..2 + name.len())?.copy_from_slice(name);
+    plain
+        .get_mut(2 + MAX_NAME_LEN..)?
+        .copy_from_slice(&id.written.to_le_bytes());
     let cipher = Aes256GcmSiv::new(keys.name_key().into());
     let nonce = Nonce::from_slice(&tag.0[..12]);
     let aad = aad(&keys.owner_id(), tag);
