@@ -8,6 +8,8 @@ pub(crate) enum CliError {
     Engine(#[from] kith_engine::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Node(#[from] kith_node::NodeError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -17,6 +19,7 @@ impl CliError {
         match self {
             CliError::Engine(e) => exit::code_for(e),
             CliError::Usage(_) => exit::ERROR,
+            CliError::Node(e) => exit::node_code_for(e),
             CliError::Output(_) => exit::ERROR,
         }
     }

@@ -50,12 +50,16 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Stats => cmd::stats::run(ctx).await,
         Command::Find(a) => cmd::find::run(ctx, a).await,
         Command::Prune(a) => cmd::prune::run(ctx, a).await,
+        Command::Node(c) => cmd::node::run(ctx, c).await,
+        Command::Peer(c) => cmd::peer::run(ctx, c).await,
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, daemon: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
+        // A daemon's log is its only output.
+        (_, 0) if daemon => "info",
         (_, 0) => "warn",
         (_, 1) => "info",
         _ => "debug",
@@ -73,7 +77,8 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    init_logging(cli.global.verbose, cli.global.quiet);
+    let daemon = matches!(cli.command, Command::Node(args::NodeCommand::Run(_)));
+    init_logging(cli.global.verbose, cli.global.quiet, daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,6 +91,10 @@ fn main() -> ExitCode {
     };
     let ctx = Context { global: cli.global };
     let result = runtime.block_on(async {
+        if daemon {
+            // The daemon handles SIGINT and SIGTERM itself and stops cleanly.
+            return dispatch(&ctx, &cli.command).await;
+        }
         tokio::select! {
             r = dispatch(&ctx, &cli.command) => r,
             _ = tokio::signal::ctrl_c() => Err(CliError::Engine(kith_engine::Error::Interrupted)),

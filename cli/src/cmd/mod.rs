@@ -10,6 +10,8 @@ pub(crate) mod generate;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ls;
+pub(crate) mod node;
+pub(crate) mod peer;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod restore;
