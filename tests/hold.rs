@@ -137,8 +137,11 @@ fn an_owner_stores_lists_and_fetches_on_a_friend_within_its_quota() {
 
     // Deletes free the quota.
     assert_eq!(
-        rt.block_on(t.delete(holder_id, vec![(ObjectTag([1; 32]), 0), (ObjectTag([8; 32]), 0)]))
-            .unwrap(),
+        rt.block_on(t.delete(
+            holder_id,
+            vec![(ObjectTag([1; 32]), 0), (ObjectTag([8; 32]), 0)]
+        ))
+        .unwrap(),
         1
     );
     rt.block_on(t.store(holder_id, key(&owner, 2, 0), data(600 << 10, 2)))
@@ -169,7 +172,9 @@ fn a_restarted_holder_keeps_its_holdings() {
     holder.start();
     let owner_id = owner_node.peer_id();
     wait_for("the owner's node to reconnect", || {
-        holder.peer(&owner_id).is_some_and(|p| p["state"] == "connected")
+        holder
+            .peer(&owner_id)
+            .is_some_and(|p| p["state"] == "connected")
     });
     assert_eq!(rt.block_on(t.holdings(holder_id)).unwrap().len(), 5);
     for (i, d) in shards.iter().enumerate() {

@@ -17,7 +17,13 @@ fn two_nodes_on_one_lan_find_each_other_with_mdns_and_become_friends() {
         },
     );
     let tmp = tempfile::tempdir().unwrap();
-    let args = ["--mdns", "--listen", "/ip4/0.0.0.0/tcp/7412", "--quota", "1M"];
+    let args = [
+        "--mdns",
+        "--listen",
+        "/ip4/0.0.0.0/tcp/7412",
+        "--quota",
+        "1M",
+    ];
     let mut a = TestNode::init(&tmp.path().join("a"), &args);
     let mut b = TestNode::init(&tmp.path().join("b"), &args);
     a.netns = Some(pair.server.clone());
@@ -28,7 +34,8 @@ fn two_nodes_on_one_lan_find_each_other_with_mdns_and_become_friends() {
 
     wait_for("each node to discover the other by mDNS", || {
         let found = |n: &TestNode, p: &str| {
-            n.peer(p).is_some_and(|e| e["discovered_by"] == "mdns" && e["friend"] == false)
+            n.peer(p)
+                .is_some_and(|e| e["discovered_by"] == "mdns" && e["friend"] == false)
         };
         found(&a, &pb) && found(&b, &pa)
     });

@@ -104,11 +104,18 @@ fn invite_and_add_make_two_nodes_friends_and_list_shows_their_state() {
 fn peer_commands_on_a_stopped_node_say_so_with_their_own_exit_code() {
     let tmp = tempfile::tempdir().unwrap();
     let a = TestNode::local(&tmp.path().join("a"), "1M");
-    for args in [&["peer", "list"][..], &["peer", "invite"], &["peer", "add", "kith-invite-x"]] {
+    for args in [
+        &["peer", "list"][..],
+        &["peer", "invite"],
+        &["peer", "add", "kith-invite-x"],
+    ] {
         let out = a.run(args);
         assert_eq!(out.status.code(), Some(15), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("is not running") && err.contains("kith node run"), "{err}");
+        assert!(
+            err.contains("is not running") && err.contains("kith node run"),
+            "{err}"
+        );
     }
     let missing = tmp.path().join("nothing");
     let out = a
@@ -119,7 +126,12 @@ fn peer_commands_on_a_stopped_node_say_so_with_their_own_exit_code() {
         .unwrap();
     assert_eq!(out.status.code(), Some(16));
     assert!(String::from_utf8_lossy(&out.stderr).contains("kith node init"));
-    let out = a.cmd().env_remove("KITH_NODE_DIR").args(["peer", "list"]).output().unwrap();
+    let out = a
+        .cmd()
+        .env_remove("KITH_NODE_DIR")
+        .args(["peer", "list"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--node"));
 }

@@ -45,7 +45,12 @@ pub(crate) struct Global {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
     /// The local node folder (for `peer` commands and `peers://` repositories).
-    #[arg(long = "node", env = "KITH_NODE_DIR", global = true, value_name = "DIR")]
+    #[arg(
+        long = "node",
+        env = "KITH_NODE_DIR",
+        global = true,
+        value_name = "DIR"
+    )]
     pub(crate) node: Option<PathBuf>,
     /// After how long without a refresh another process's lock or backup session counts as abandoned, e.g. `30min` (the default) or `90s`.
     #[arg(long, env = "KITH_STALE_AFTER", global = true, value_name = "DURATION")]

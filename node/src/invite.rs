@@ -56,7 +56,12 @@ impl InviteCode {
         let wire = Wire {
             version: VERSION,
             peer: self.peer.to_bytes(),
-            addrs: self.addrs.iter().take(MAX_ADDRS).map(|a| a.to_vec()).collect(),
+            addrs: self
+                .addrs
+                .iter()
+                .take(MAX_ADDRS)
+                .map(|a| a.to_vec())
+                .collect(),
             secret: self.secret,
         };
         // Encoding plain owned data into a Vec cannot fail.
@@ -109,10 +114,7 @@ mod tests {
 
     #[test]
     fn invite_code_round_trips() {
-        let code = InviteCode::new(
-            peer(),
-            vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
-        );
+        let code = InviteCode::new(peer(), vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()]);
         let text = code.encode();
         assert!(text.starts_with(INVITE_PREFIX));
         assert_eq!(InviteCode::decode(&format!(" {text}\n")).unwrap(), code);

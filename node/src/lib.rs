@@ -31,5 +31,5 @@ pub mod transport;
 pub use config::NodeConfig;
 pub use error::NodeError;
 pub use friends::FriendRecord;
-pub use layout::NodeDir;
 pub use kith_net::{Multiaddr, PeerId};
+pub use layout::NodeDir;

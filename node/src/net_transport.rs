@@ -15,9 +15,9 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use kith_net::{
-    ControlRequest, ControlResponse, ErrorCode, Holding, Multiaddr, NetError, NetHandle,
-    ObjectTag, OwnerId, OwnerKeypair, OwnerProof, PeerId, ShardKey, ShardRange,
-    MAX_DELETE_BATCH, MAX_HOLDINGS_PAGE,
+    ControlRequest, ControlResponse, ErrorCode, Holding, Multiaddr, NetError, NetHandle, ObjectTag,
+    OwnerId, OwnerKeypair, OwnerProof, PeerId, ShardKey, ShardRange, MAX_DELETE_BATCH,
+    MAX_HOLDINGS_PAGE,
 };
 
 use crate::{

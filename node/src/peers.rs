@@ -124,7 +124,12 @@ impl PeerBook {
         }
     }
 
-    pub(crate) fn on_discovered(&self, peer: PeerId, addrs: Vec<Multiaddr>, source: DiscoverySource) {
+    pub(crate) fn on_discovered(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        source: DiscoverySource,
+    ) {
         self.inner().discovered.insert(peer, (addrs, source));
     }
 

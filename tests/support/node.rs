@@ -124,12 +124,24 @@ impl TestNode {
             .stderr(log);
         self.child = Some(c.spawn().expect("spawn kith node run"));
         let dir = self.dir.display().to_string();
-        wait_for(&format!("node {dir} to answer"), || {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("node {dir} exited with {status}; see {}", self.log.display());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "node {dir} exited with {status}; see {}",
+                    self.log.display()
+                );
             }
-            self.info()["running"] == serde_json::Value::Bool(true)
-        });
+            if self.info()["running"] == serde_json::Value::Bool(true) {
+                break;
+            }
+            assert!(start.elapsed() < PATIENCE, "node {dir} did not answer");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// `kith node info --json`.
@@ -140,10 +152,7 @@ impl TestNode {
 
     /// The peer id.
     pub fn peer_id(&self) -> String {
-        self.info()["peer_id"]
-            .as_str()
-            .expect("peer_id")
-            .to_owned()
+        self.info()["peer_id"].as_str().expect("peer_id").to_owned()
     }
 
     /// `kith peer list --json`.

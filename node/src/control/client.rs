@@ -46,11 +46,12 @@ impl Connection {
                 dir: dir.to_path_buf(),
             });
         }
-        let mut stream = UnixStream::connect(node.socket())
-            .await
-            .map_err(|_| NodeError::NotRunning {
-                dir: dir.to_path_buf(),
-            })?;
+        let mut stream =
+            UnixStream::connect(node.socket())
+                .await
+                .map_err(|_| NodeError::NotRunning {
+                    dir: dir.to_path_buf(),
+                })?;
         write_frame(
             &mut stream,
             &LocalRequest::Hello {
@@ -221,7 +222,9 @@ impl DaemonTransport {
             tracing::warn!(%e, "control connection failed");
             TransportError::Stopped
         };
-        write_frame(&mut conn.stream, &request).await.map_err(lost)?;
+        write_frame(&mut conn.stream, &request)
+            .await
+            .map_err(lost)?;
         if let Some(body) = body {
             conn.stream
                 .write_all(body)
@@ -312,7 +315,10 @@ impl ShardTransport for DaemonTransport {
             .iter()
             .map(|(p, a)| (p.to_bytes(), addrs_to(a)))
             .collect();
-        match self.simple(LocalRequest::LearnPeers { peers }, None).await? {
+        match self
+            .simple(LocalRequest::LearnPeers { peers }, None)
+            .await?
+        {
             LocalResponse::Done => Ok(()),
             other => Err(odd(&other)),
         }

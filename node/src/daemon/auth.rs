@@ -70,8 +70,7 @@ impl Auth {
     ) -> Result<(), ErrorReply> {
         let issued = self.inner().nonces.remove(&proof.nonce);
         match issued {
-            Some((p, o, t))
-                if p == peer && o == proof.owner && t.elapsed() < NONCE_TTL => {}
+            Some((p, o, t)) if p == peer && o == proof.owner && t.elapsed() < NONCE_TTL => {}
             _ => return Err(unauthorized("unknown, used or expired challenge nonce")),
         }
         proof

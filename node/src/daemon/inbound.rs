@@ -188,7 +188,10 @@ async fn receive(shared: &Shared, store: InboundStore) {
         Err(e) => {
             tracing::error!(path = %ticket.path.display(), %e, "cannot open a shard file");
             let _ = store
-                .refuse(ErrorReply::new(ErrorCode::Internal, "the holder cannot write"))
+                .refuse(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "the holder cannot write",
+                ))
                 .await;
             return;
         }
@@ -270,7 +273,10 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
     };
     if fetch.offset > entry.total_len {
         let _ = fetch
-            .refuse(ErrorReply::new(ErrorCode::TooLarge, "offset past the shard's end"))
+            .refuse(ErrorReply::new(
+                ErrorCode::TooLarge,
+                "offset past the shard's end",
+            ))
             .await;
         return;
     }
@@ -287,7 +293,10 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
         Err(e) => {
             tracing::error!(path = %path.display(), %e, "cannot open a held shard");
             let _ = fetch
-                .refuse(ErrorReply::new(ErrorCode::Internal, "the holder cannot read"))
+                .refuse(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "the holder cannot read",
+                ))
                 .await;
             return;
         }

@@ -180,7 +180,7 @@ async fn owner_request(t: &NetTransport, request: LocalRequest) -> Result<Answer
         LocalRequest::KnownPeers => msg(t
             .known_peers()
             .await
-            .map(|v| LocalResponse::KnownPeers(v.iter().map(PeerId::to_bytes).collect()))),
+            .map(|v| LocalResponse::KnownPeers(v.into_iter().map(|p| p.to_bytes()).collect()))),
         LocalRequest::LearnPeers { peers } => {
             let peers = peers
                 .iter()
@@ -283,7 +283,11 @@ async fn list_peers(shared: &Shared) -> Vec<PeerStatus> {
         let is_connected = connected.contains(&peer);
         async move {
             let held_by_it = if is_connected {
-                match shared.net.request(peer, kith_net::ControlRequest::Quota).await {
+                match shared
+                    .net
+                    .request(peer, kith_net::ControlRequest::Quota)
+                    .await
+                {
                     Ok(kith_net::ControlResponse::Quota(q)) => Some(q.used),
                     _ => None,
                 }

@@ -43,7 +43,6 @@ impl Faults {
 /// What every task of the daemon shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) dir: NodeDir,
     pub(crate) config: NodeConfig,
     pub(crate) net: NetHandle,
     pub(crate) hold: Arc<Hold>,
@@ -81,11 +80,11 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()>) -> Result<(), N
 
     // A socket left by a killed daemon does not answer (checked above).
     let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| NodeError::io(&socket, e))?;
+    let listener =
+        tokio::net::UnixListener::bind(&socket).map_err(|e| NodeError::io(&socket, e))?;
     set_mode(&socket, 0o600)?;
 
     let shared = Arc::new(Shared {
-        dir: dir.clone(),
         config,
         net: net.clone(),
         hold,

@@ -18,10 +18,8 @@ use std::{
 };
 
 use kith_net::{
-    ErrorCode, ErrorReply, Holding, ObjectTag, OwnerId, PeerId, QuotaReport, ShardKey,
-    ShardStatus,
+    ErrorCode, ErrorReply, Holding, ObjectTag, OwnerId, PeerId, QuotaReport, ShardKey, ShardStatus,
 };
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -279,7 +277,10 @@ impl Hold {
         {
             let mut ledger = self.ledger();
             let old_len = old.as_ref().map_or(0, |e| e.total_len);
-            let after = ledger.total.saturating_sub(old_len).saturating_add(total_len);
+            let after = ledger
+                .total
+                .saturating_sub(old_len)
+                .saturating_add(total_len);
             if after > self.quota {
                 return Err(refuse(
                     ErrorCode::OverQuota,
@@ -394,7 +395,9 @@ impl Hold {
                 };
                 let kb = key_bytes(&key);
                 let old = table.remove(kb.as_slice()).map_err(|e| s.err(e))?;
-                if let Some(entry) = old.and_then(|v| postcard::from_bytes::<ShardEntry>(v.value()).ok()) {
+                if let Some(entry) =
+                    old.and_then(|v| postcard::from_bytes::<ShardEntry>(v.value()).ok())
+                {
                     removed.push((key, entry));
                 }
             }

@@ -71,8 +71,8 @@ pub(super) fn reconcile(state: &State, dir: &Path) -> Result<Ledger, NodeError> 
                     table.remove(kb.as_slice()).map_err(|e| s.err(e))?;
                 }
                 Some(entry) => {
-                    let bytes =
-                        postcard::to_stdvec(&entry).map_err(|e| NodeError::Control(e.to_string()))?;
+                    let bytes = postcard::to_stdvec(&entry)
+                        .map_err(|e| NodeError::Control(e.to_string()))?;
                     table
                         .insert(kb.as_slice(), bytes.as_slice())
                         .map_err(|e| s.err(e))?;

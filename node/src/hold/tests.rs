@@ -39,7 +39,9 @@ fn stored_shards_are_listed_charged_and_deleted() {
     let (list, more) = hold.list(&OwnerId([1; 32]), None, 10).unwrap();
     assert!(!more);
     assert_eq!(
-        list.iter().map(|h| (h.tag.0[0], h.index, h.len)).collect::<Vec<_>>(),
+        list.iter()
+            .map(|h| (h.tag.0[0], h.index, h.len))
+            .collect::<Vec<_>>(),
         vec![(1, 3, 50), (2, 0, 100)]
     );
     let (page, more) = hold.list(&OwnerId([1; 32]), None, 1).unwrap();
@@ -50,8 +52,11 @@ fn stored_shards_are_listed_charged_and_deleted() {
     assert!(!more);
     assert_eq!(rest[0].tag.0[0], 2);
     assert_eq!(
-        hold.delete(&OwnerId([1; 32]), &[(ObjectTag([2; 32]), 0), (ObjectTag([5; 32]), 0)])
-            .unwrap(),
+        hold.delete(
+            &OwnerId([1; 32]),
+            &[(ObjectTag([2; 32]), 0), (ObjectTag([5; 32]), 0)]
+        )
+        .unwrap(),
         1
     );
     assert_eq!(hold.held_for(&p), 60);
@@ -110,8 +115,14 @@ fn restart_reconciles_files_and_index() {
         list.iter().map(|h| h.tag.0[0]).collect::<Vec<_>>(),
         vec![1, 3]
     );
-    assert_eq!(std::fs::metadata(hold.path(&key(1, 3, 0))).unwrap().len(), 40);
-    assert_eq!(std::fs::metadata(hold.path(&key(1, 4, 0))).unwrap().len(), 0);
+    assert_eq!(
+        std::fs::metadata(hold.path(&key(1, 3, 0))).unwrap().len(),
+        40
+    );
+    assert_eq!(
+        std::fs::metadata(hold.path(&key(1, 4, 0))).unwrap().len(),
+        0
+    );
     assert!(!hold.path(&key(1, 5, 0)).exists());
     assert_eq!(
         hold.status(&key(1, 4, 0)).unwrap(),
