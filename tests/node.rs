@@ -73,8 +73,7 @@ fn invite_and_add_make_two_nodes_friends_and_list_shows_their_state() {
     assert_eq!(seen["bytes_held_by_it"], 0);
 
     // The code is single-use.
-    let c = TestNode::local(&tmp.path().join("c"), "1M");
-    let mut c = c;
+    let mut c = TestNode::local(&tmp.path().join("c"), "1M");
     c.start();
     let reused = c.run(&["peer", "add", code.trim()]);
     assert_eq!(reused.status.code(), Some(1));
@@ -83,7 +82,8 @@ fn invite_and_add_make_two_nodes_friends_and_list_shows_their_state() {
         "{}",
         String::from_utf8_lossy(&reused.stderr)
     );
-    assert!(c.peer(&pa).is_none());
+    // c met a while dialling (the DHT lists it) but is not its friend.
+    assert!(c.peer(&pa).is_none_or(|p| p["friend"] == false));
 
     // Friends survive a restart of both sides; a stopped friend shows as
     // unreachable with the reason.
