@@ -130,7 +130,22 @@ impl PeerBook {
         addrs: Vec<Multiaddr>,
         source: DiscoverySource,
     ) {
-        self.inner().discovered.insert(peer, (addrs, source));
+        // A LAN discovery is kept when the DHT later reports the same
+        // peer: it says more (the peer is near) and its addresses may be
+        // dialled.
+        let mut inner = self.inner();
+        match inner.discovered.get_mut(&peer) {
+            Some((known, DiscoverySource::Mdns)) if source != DiscoverySource::Mdns => {
+                for a in addrs {
+                    if !known.contains(&a) {
+                        known.push(a);
+                    }
+                }
+            }
+            _ => {
+                inner.discovered.insert(peer, (addrs, source));
+            }
+        }
     }
 
     pub(crate) fn discovered(&self) -> Vec<(PeerId, Vec<Multiaddr>, DiscoverySource)> {
