@@ -181,7 +181,7 @@ fn a_restarted_holder_keeps_its_holdings() {
         let got = rt
             .block_on(t.fetch(holder_id, key(&owner, 1, i as u16), 0, None, 1 << 20))
             .unwrap();
-        assert!(&got == d, "shard {i} differs after the restart");
+        assert!(got == d, "shard {i} differs after the restart");
     }
     assert_eq!(
         holder.peer(&owner_id).unwrap()["bytes_held_for_it"],

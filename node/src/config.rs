@@ -164,9 +164,11 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_toml() {
-        let mut c = NodeConfig::default();
-        c.mdns = true;
-        c.quota = 123;
+        let c = NodeConfig {
+            mdns: true,
+            quota: 123,
+            ..NodeConfig::default()
+        };
         let text = c.to_toml().unwrap();
         let back: NodeConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, c);
