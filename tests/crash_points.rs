@@ -14,7 +14,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use kith_e2e::{assert_same_tree, copy_tree, Env, Rng};
+use kith_e2e::{assert_same_tree, copy_tree, files_under, Env, Rng};
 
 const CRASH_ENV: &str = "KITH_TEST_CRASH_AFTER_WRITES";
 /// No operation here makes more writes than this; a loop that gets there
@@ -337,4 +337,53 @@ fn key_changes_killed_after_any_write_leave_a_working_password() {
         },
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+#[test]
+fn prunes_killed_after_any_write_lose_no_kept_snapshot() {
+    let env = new_env();
+    let mut rng = Rng::new(0xC4A5_0004);
+    let source = env.path("src");
+    // Three backups of a changing tree: the last one shares some files with
+    // the earlier ones, so prune has packs to delete and packs to repack.
+    for round in 0..3 {
+        write_tree(&source.join(format!("r{round}")), &mut rng, 4, 300_000);
+        if round > 0 {
+            fs::remove_dir_all(source.join(format!("r{}", round - 1))).unwrap();
+        }
+        fs::write(source.join("shared"), rng.bytes(200_000)).unwrap();
+        env.ok(&["backup", source.to_str().unwrap(), "-q"]);
+    }
+    env.ok(&["forget", "--keep-last", "1"]);
+    let kept_id = snapshot_ids(&env).remove(0);
+    let copy = env.path("copy");
+    copy_tree(&source, &copy);
+    let kept = Ledger {
+        trees: BTreeMap::from([(kept_id, copy)]),
+    };
+    let prune = [
+        "prune",
+        "--stale-after",
+        "300ms",
+        "--grace",
+        "600ms",
+        "--max-unused",
+        "5%",
+    ];
+    // The first prune condemns and repacks; the one after the grace period
+    // deletes. Every write of both is a crash point.
+    for step in ["condemn", "delete"] {
+        let (crashes, out) = crash_everywhere(&env, &prune, &[], &mut |env, n| {
+            assert_repository_whole(env, &kept, &source, &format!("prune {step}, crash {n}"));
+        });
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        assert!(crashes >= 2, "prune {step} made only {crashes} writes");
+        eprintln!("prune {step}: {crashes} crash points");
+        assert_repository_whole(&env, &kept, &source, &format!("after prune {step}"));
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    assert!(
+        files_under(&env.repo.join("condemned")).is_empty(),
+        "the second prune deleted what the first condemned"
+    );
 }

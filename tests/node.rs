@@ -110,7 +110,7 @@ fn peer_commands_on_a_stopped_node_say_so_with_their_own_exit_code() {
         &["peer", "add", "kith-invite-x"],
     ] {
         let out = a.run(args);
-        assert_eq!(out.status.code(), Some(15), "{args:?}");
+        assert_eq!(out.status.code(), Some(16), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("is not running") && err.contains("kith node run"),
@@ -124,7 +124,7 @@ fn peer_commands_on_a_stopped_node_say_so_with_their_own_exit_code() {
         .args(["peer", "list"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(16));
+    assert_eq!(out.status.code(), Some(17));
     assert!(String::from_utf8_lossy(&out.stderr).contains("kith node init"));
     let out = a
         .cmd()

@@ -12,20 +12,25 @@ use kith_e2e::{files_under, Env, Rng};
 use kith_engine::blob::BlobKind;
 use kith_engine::{Credentials, IndexId, Repository};
 
+/// The kinds of the errors and warnings `check` reports; asserts that it
+/// exits 4 exactly when there are errors.
 fn check_kinds(env: &Env, args: &[&str]) -> BTreeSet<String> {
     let mut a = vec!["check", "--json"];
     a.extend_from_slice(args);
     let out = env.run(&a);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let kinds: BTreeSet<String> = report["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect();
-    let expected = if kinds.is_empty() { 0 } else { 4 };
+    let kinds_of = |field: &str| -> BTreeSet<String> {
+        report[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let errors = kinds_of("errors");
+    let expected = if errors.is_empty() { 0 } else { 4 };
     assert_eq!(out.status.code(), Some(expected), "{report}");
-    kinds
+    errors.union(&kinds_of("warnings")).cloned().collect()
 }
 
 fn repo(env: &Env, rt: &tokio::runtime::Runtime) -> Repository {

@@ -29,9 +29,23 @@ pub(crate) struct Global {
     /// Read the password from this file.
     #[arg(long, env = "KITH_PASSWORD_FILE", global = true)]
     pub(crate) password_file: Option<PathBuf>,
+    /// Run this shell command (`sh -c`) and use the first line it prints as the password.
+    #[arg(
+        long,
+        env = "KITH_PASSWORD_COMMAND",
+        global = true,
+        value_name = "COMMAND"
+    )]
+    pub(crate) password_command: Option<String>,
     /// Open the repository with the master key (paper key) in this file instead of a password.
     #[arg(long, global = true)]
     pub(crate) master_key_file: Option<PathBuf>,
+    /// The config file with named profiles (default: `kith/config.toml` in the per-user config folder).
+    #[arg(long, env = "KITH_CONFIG", global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Use this profile of the config file (default: the profile `default`, if there is one).
+    #[arg(long, env = "KITH_PROFILE", global = true, value_name = "NAME")]
+    pub(crate) profile: Option<String>,
     /// Folder for local caches (default: the per-user cache folder).
     #[arg(long, env = "KITH_CACHE_DIR", global = true)]
     pub(crate) cache_dir: Option<PathBuf>,
@@ -97,6 +111,10 @@ pub(crate) enum Command {
     Cat(CatCommand),
     /// Remove data no snapshot needs: condemn unused packs, delete them after a grace period, repack partly used ones.
     Prune(PruneArgs),
+    /// Copy snapshots from another repository into this one (re-encrypted).
+    Copy(CopyArgs),
+    /// Browse snapshots as a read-only file system (FUSE) until unmounted.
+    Mount(MountArgs),
     /// Create, run and inspect the local node that holds friends' shards and stores yours on them.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -158,6 +176,34 @@ pub(crate) enum PeerCommand {
 pub(crate) struct PeerAddArgs {
     /// The invite code (`kith-invite-…`).
     pub(crate) code: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// Snapshots of the source repository (ids, prefixes or `latest`); all of them when none is given.
+    pub(crate) snapshots: Vec<String>,
+    /// The repository to copy from.
+    #[arg(
+        long = "from-repo",
+        env = "KITH_FROM_REPOSITORY",
+        value_name = "LOCATION"
+    )]
+    pub(crate) from_repo: String,
+    /// Read the source repository's password from this file.
+    #[arg(long, env = "KITH_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub(crate) from_password_file: Option<PathBuf>,
+    /// Run this shell command for the source repository's password.
+    #[arg(long, env = "KITH_FROM_PASSWORD_COMMAND", value_name = "COMMAND")]
+    pub(crate) from_password_command: Option<String>,
+    /// Open the source repository with the master key (paper key) in this file.
+    #[arg(long, env = "KITH_FROM_MASTER_KEY_FILE", value_name = "FILE")]
+    pub(crate) from_master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MountArgs {
+    /// An empty folder to mount the snapshots on.
+    pub(crate) mountpoint: PathBuf,
 }
 
 /// How a prune treats packs.
@@ -309,8 +355,8 @@ pub(crate) struct InitArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupArgs {
-    /// Files and folders to back up.
-    #[arg(required = true, value_name = "PATH")]
+    /// Files and folders to back up (default: the profile's paths).
+    #[arg(value_name = "PATH")]
     pub(crate) paths: Vec<PathBuf>,
     /// Host name to record (default: this machine's).
     #[arg(long)]
@@ -413,6 +459,14 @@ pub(crate) enum KeyCommand {
     },
     /// Print the master key (paper key) alone on stdout.
     ExportMaster,
+    /// Replace the master secret with a new one; old data stays readable, other keys are removed.
+    RotateMaster {
+        /// The new key's password from this file (default: the password in use, or KITH_NEW_PASSWORD).
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -74,15 +74,22 @@ impl Context {
         self.global.cache_dir.clone().or_else(default_cache)
     }
 
-    /// The password from `KITH_PASSWORD`, the password file, or a prompt.
+    /// Where this repository's secrets come from.
+    pub(crate) fn secrets(&self) -> Secrets {
+        Secrets {
+            password_file: self.global.password_file.clone(),
+            password_command: self.global.password_command.clone(),
+            password_env: "KITH_PASSWORD",
+            master_key_file: self.global.master_key_file.clone(),
+            master_key_env: "KITH_MASTER_KEY",
+            what: "repository",
+        }
+    }
+
+    /// The password from the password file, the password command,
+    /// `KITH_PASSWORD`, or a prompt.
     pub(crate) fn password(&self, prompt: &str) -> Result<String, CliError> {
-        if let Some(file) = &self.global.password_file {
-            return read_secret_file(file, "password");
-        }
-        if let Ok(p) = std::env::var("KITH_PASSWORD") {
-            return Ok(p);
-        }
-        prompt_password(prompt)
+        self.secrets().password(prompt)
     }
 
     /// A new password: from `KITH_NEW_PASSWORD`, a file, or asked twice.
@@ -103,7 +110,10 @@ impl Context {
 
     /// The password for a new repository.
     pub(crate) fn init_password(&self) -> Result<String, CliError> {
-        if std::env::var("KITH_PASSWORD").is_ok() || self.global.password_file.is_some() {
+        if std::env::var("KITH_PASSWORD").is_ok()
+            || self.global.password_file.is_some()
+            || self.global.password_command.is_some()
+        {
             return self.password("");
         }
         let p = self.new_password(None)?;
@@ -113,11 +123,64 @@ impl Context {
         Ok(p)
     }
 
-    /// The master key from `--master-key-file` or `KITH_MASTER_KEY`, if any.
+    pub(crate) fn credentials(&self) -> Result<Credentials, CliError> {
+        self.secrets().credentials()
+    }
+
+    /// Opens the repository.
+    pub(crate) async fn open(&self) -> Result<Repository, CliError> {
+        Ok(self.open_with_credentials().await?.0)
+    }
+
+    /// Opens the repository; also returns the credentials that opened it.
+    pub(crate) async fn open_with_credentials(
+        &self,
+    ) -> Result<(Repository, Credentials), CliError> {
+        let backend = self.backend()?;
+        let credentials = self.credentials()?;
+        let mut repo = Repository::open(backend, &credentials, self.cache_dir()).await?;
+        if let Some(text) = &self.global.stale_after {
+            let stale = kith_engine::forget::parse_duration(text)
+                .map_err(|e| CliError::Usage(format!("--stale-after: {e}")))?;
+            repo.set_stale_after(stale);
+        }
+        Ok((repo, credentials))
+    }
+}
+
+/// Where one repository's password or master key comes from, in order of
+/// precedence: master key file, master key variable, password file,
+/// password command, password variable, prompt.
+pub(crate) struct Secrets {
+    pub(crate) password_file: Option<PathBuf>,
+    pub(crate) password_command: Option<String>,
+    pub(crate) password_env: &'static str,
+    pub(crate) master_key_file: Option<PathBuf>,
+    pub(crate) master_key_env: &'static str,
+    /// Which repository, for prompts.
+    pub(crate) what: &'static str,
+}
+
+impl Secrets {
+    /// The password: file, command, variable, or a prompt.
+    pub(crate) fn password(&self, prompt: &str) -> Result<String, CliError> {
+        if let Some(file) = &self.password_file {
+            return read_secret_file(file, "password");
+        }
+        if let Some(command) = &self.password_command {
+            return run_password_command(command);
+        }
+        if let Ok(p) = std::env::var(self.password_env) {
+            return Ok(p);
+        }
+        prompt_password(prompt)
+    }
+
+    /// The master key from its file or variable, if any.
     pub(crate) fn master_key(&self) -> Result<Option<kith_engine::MasterSecret>, CliError> {
-        let text = if let Some(file) = &self.global.master_key_file {
+        let text = if let Some(file) = &self.master_key_file {
             read_secret_file(file, "master key")?
-        } else if let Ok(text) = std::env::var("KITH_MASTER_KEY") {
+        } else if let Ok(text) = std::env::var(self.master_key_env) {
             text
         } else {
             return Ok(None);
@@ -129,23 +192,39 @@ impl Context {
         match self.master_key()? {
             Some(m) => Ok(Credentials::Master(m)),
             None => Ok(Credentials::Password(
-                self.password("repository password: ")?,
+                self.password(&format!("{} password: ", self.what))?,
             )),
         }
     }
+}
 
-    /// Opens the repository.
-    pub(crate) async fn open(&self) -> Result<Repository, CliError> {
-        let backend = self.backend()?;
-        let credentials = self.credentials()?;
-        let mut repo = Repository::open(backend, &credentials, self.cache_dir()).await?;
-        if let Some(text) = &self.global.stale_after {
-            let stale = kith_engine::forget::parse_duration(text)
-                .map_err(|e| CliError::Usage(format!("--stale-after: {e}")))?;
-            repo.set_stale_after(stale);
-        }
-        Ok(repo)
+/// Runs `command` with `sh -c` and takes the first line of its output.
+/// Its stderr passes through (it may ask for a touch or a PIN).
+pub(crate) fn run_password_command(command: &str) -> Result<String, CliError> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| CliError::Usage(format!("cannot run the password command: {e}")))?;
+    if !out.status.success() {
+        return Err(CliError::Usage(format!(
+            "the password command failed ({}); check the command given by --password-command, \
+             KITH_PASSWORD_COMMAND or the profile",
+            out.status
+        )));
     }
+    let text = String::from_utf8(out.stdout).map_err(|_| {
+        CliError::Usage("the password command printed something that is not UTF-8".into())
+    })?;
+    let line = text.lines().next().unwrap_or("").to_owned();
+    if line.is_empty() {
+        return Err(CliError::Usage(
+            "the password command printed nothing (an empty password is not allowed)".into(),
+        ));
+    }
+    Ok(line)
 }
 
 fn read_secret_file(file: &PathBuf, what: &str) -> Result<String, CliError> {

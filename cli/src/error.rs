@@ -10,6 +10,12 @@ pub(crate) enum CliError {
     Usage(String),
     #[error(transparent)]
     Node(#[from] kith_node::NodeError),
+    /// The config file or profile is wrong (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The mount point cannot be used (exit 15).
+    #[error("{0}")]
+    Mountpoint(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -20,6 +26,8 @@ impl CliError {
             CliError::Engine(e) => exit::code_for(e),
             CliError::Usage(_) => exit::ERROR,
             CliError::Node(e) => exit::node_code_for(e),
+            CliError::Config(_) => exit::USAGE,
+            CliError::Mountpoint(_) => exit::MOUNTPOINT,
             CliError::Output(_) => exit::ERROR,
         }
     }

@@ -6,6 +6,8 @@ use kith_engine::Error;
 pub(crate) const OK: u8 = 0;
 /// An error stopped the command.
 pub(crate) const ERROR: u8 = 1;
+/// The command line, config file or profile is wrong.
+pub(crate) const USAGE: u8 = 2;
 /// Backup finished, but some files could not be read.
 pub(crate) const PARTIAL: u8 = 3;
 /// The repository holds damaged or missing data (check, restore).
@@ -20,10 +22,12 @@ pub(crate) const WRONG_PASSWORD: u8 = 12;
 pub(crate) const NOT_FOUND: u8 = 13;
 /// The restore target is not empty.
 pub(crate) const TARGET_NOT_EMPTY: u8 = 14;
+/// The mount point is missing, not a folder, not empty, or in use.
+pub(crate) const MOUNTPOINT: u8 = 15;
 /// The node is not running (no daemon answers on its control socket).
-pub(crate) const NODE_NOT_RUNNING: u8 = 15;
+pub(crate) const NODE_NOT_RUNNING: u8 = 16;
 /// No node in the folder given.
-pub(crate) const NO_NODE: u8 = 16;
+pub(crate) const NO_NODE: u8 = 17;
 /// Interrupted by a signal.
 pub(crate) const INTERRUPTED: u8 = 130;
 

@@ -7,7 +7,10 @@ mod cmd;
 mod context;
 mod error;
 mod exit;
+#[cfg(feature = "mount")]
+mod mountfs;
 mod output;
+mod profile;
 
 use std::process::ExitCode;
 
@@ -50,6 +53,8 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Stats => cmd::stats::run(ctx).await,
         Command::Find(a) => cmd::find::run(ctx, a).await,
         Command::Prune(a) => cmd::prune::run(ctx, a).await,
+        Command::Copy(a) => cmd::copy::run(ctx, a).await,
+        Command::Mount(a) => cmd::mount::run(ctx, a).await,
         Command::Node(c) => cmd::node::run(ctx, c).await,
         Command::Peer(c) => cmd::peer::run(ctx, c).await,
     }
@@ -76,9 +81,19 @@ fn init_logging(verbose: u8, quiet: bool, daemon: bool) {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Node(args::NodeCommand::Run(_)));
     init_logging(cli.global.verbose, cli.global.quiet, daemon);
+    if !matches!(cli.command, Command::Generate(_)) {
+        match profile::load(&cli.global) {
+            Ok(Some(p)) => profile::apply(&p, &mut cli.global, &mut cli.command),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("kith: error: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,8 +106,9 @@ fn main() -> ExitCode {
     };
     let ctx = Context { global: cli.global };
     let result = runtime.block_on(async {
-        if daemon {
-            // The daemon handles SIGINT and SIGTERM itself and stops cleanly.
+        if daemon || matches!(cli.command, Command::Mount(_)) {
+            // The daemon handles SIGINT and SIGTERM itself and stops
+            // cleanly; mount handles Ctrl-C itself: it must unmount first.
             return dispatch(&ctx, &cli.command).await;
         }
         tokio::select! {

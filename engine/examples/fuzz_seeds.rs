@@ -98,6 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         parent: None,
         summary: BackupSummary::default(),
         program: "kith 0.1.0".into(),
+        original: None,
     };
     write("snapshot", "sealed", &snapshot.to_bytes(&public))?;
     write("snapshot", "plain", &envelope::encode(&snapshot))?;
@@ -139,6 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compression_level: 3,
         repo_public: public.0,
         verifying_key: signer.verifying_key().to_bytes(),
+        earlier: Vec::new(),
     };
     write("config", "signed", &config.to_bytes(&signer))?;
     write("paper_key", "valid", format_paper_key(&master).as_bytes())?;

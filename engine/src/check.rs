@@ -201,8 +201,11 @@ async fn check_locked(
             Some(_) => {}
         }
     }
-    // A pack no index lists is an inconsistency, unless a prune condemned
-    // it or a running backup has not listed it yet.
+    // A pack no index lists is left over from a backup that was interrupted
+    // or is still running: the next backup adopts it (reading its header) and
+    // prune removes what nothing needs, so it costs space but loses nothing.
+    // It is a warning, as in restic, so that a repository an interrupted
+    // backup left behind passes `check`. Condemned packs are expected.
     let (records, record_errors) = crate::condemned::list(repo).await?;
     for e in record_errors {
         err(
@@ -223,21 +226,17 @@ async fn check_locked(
         .filter(|id| !packs.contains_key(id) && !condemned.contains_key(id))
         .collect();
     unreferenced.sort();
+    let message = if backup_running {
+        "is not in any index yet (a backup is running)"
+    } else {
+        "is not in any index (left by an interrupted backup): the next backup adopts it, `kith repair index` indexes it, `kith prune` removes it if nothing needs it"
+    };
     for id in unreferenced {
-        let problem = Problem {
+        report.warnings.push(Problem {
             kind: "unreferenced_pack",
             object: format!("pack {id}"),
-            message: "is not in any index: the next backup or `kith repair index` indexes it"
-                .into(),
-        };
-        if backup_running {
-            report.warnings.push(Problem {
-                message: "is not in any index yet (a backup is running)".into(),
-                ..problem
-            });
-        } else {
-            report.errors.push(problem);
-        }
+            message: message.into(),
+        });
     }
     report.condemned = condemned.len() as u64;
 
@@ -424,8 +423,7 @@ async fn read_tree(
             let (_, ephemeral, _) = packs.get(&known.pack).ok_or_else(|| {
                 Error::corrupt(format!("pack {}", known.pack), "not in the index")
             })?;
-            let key = pack::pack_key(repo.secret("checking")?, ephemeral, &known.pack)?;
-            let c = Arc::new(Cipher::new(&key));
+            let c = repo.pack_cipher_with(&known.pack, ephemeral).await?;
             ciphers.insert(known.pack, c.clone());
             c
         }

@@ -57,6 +57,23 @@ impl ChunkerParams {
     }
 }
 
+/// Version 1 of the config: [`Config`] without `earlier`.
+#[derive(Serialize, Deserialize)]
+struct ConfigV1 {
+    id: [u8; 32],
+    created: i64,
+    chunker: ChunkerParams,
+    pack_size: u32,
+    compression_level: i32,
+    repo_public: [u8; 32],
+    verifying_key: [u8; 32],
+}
+
+/// The newest config version this kith reads. Version 2 appends `earlier`
+/// (master key rotation); a config without earlier secrets is written as
+/// version 1.
+pub const CONFIG_VERSION: u8 = 2;
+
 /// The repository config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -74,6 +91,9 @@ pub struct Config {
     pub repo_public: [u8; 32],
     /// The key that verifies this config's signature.
     pub verifying_key: [u8; 32],
+    /// After a master key rotation: every earlier master secret, oldest
+    /// first, sealed under the current one (empty before any rotation).
+    pub earlier: Vec<u8>,
 }
 
 /// Largest allowed target pack size (packs above it would not fit the
@@ -88,8 +108,24 @@ impl Config {
 
     /// Serializes and signs.
     pub fn to_bytes(&self, signer: &SigningKey) -> Vec<u8> {
-        let body = envelope::encode(self);
+        let (version, body) = if self.earlier.is_empty() {
+            (
+                1,
+                envelope::encode(&ConfigV1 {
+                    id: self.id,
+                    created: self.created,
+                    chunker: self.chunker,
+                    pack_size: self.pack_size,
+                    compression_level: self.compression_level,
+                    repo_public: self.repo_public,
+                    verifying_key: self.verifying_key,
+                }),
+            )
+        } else {
+            (2, envelope::encode(self))
+        };
         let mut out = envelope::header(FileKind::Config).to_vec();
+        out[4] = version;
         out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(&body);
         let signature = signer.sign(&out);
@@ -99,7 +135,8 @@ impl Config {
 
     /// Parses without checking the signature (to learn the repository id).
     pub fn parse_unverified(bytes: &[u8]) -> Result<(Self, &[u8], Signature)> {
-        let rest = envelope::check(bytes, FileKind::Config, "config")?;
+        let (version, rest) =
+            envelope::check_versioned(bytes, FileKind::Config, "config", CONFIG_VERSION)?;
         if rest.len() < 4 + 64 {
             return Err(Error::corrupt("config", "too short"));
         }
@@ -111,7 +148,21 @@ impl Config {
             .get(4 + len..)
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| Error::corrupt("config", "signature missing or extra bytes"))?;
-        let config: Config = envelope::decode(body, "config")?;
+        let config: Config = if version >= 2 {
+            envelope::decode(body, "config")?
+        } else {
+            let v1: ConfigV1 = envelope::decode(body, "config")?;
+            Config {
+                id: v1.id,
+                created: v1.created,
+                chunker: v1.chunker,
+                pack_size: v1.pack_size,
+                compression_level: v1.compression_level,
+                repo_public: v1.repo_public,
+                verifying_key: v1.verifying_key,
+                earlier: Vec::new(),
+            }
+        };
         config
             .chunker
             .validate()
@@ -149,6 +200,7 @@ mod tests {
             compression_level: 3,
             repo_public: [2u8; 32],
             verifying_key: signer.verifying_key().to_bytes(),
+            earlier: Vec::new(),
         }
     }
 
@@ -171,5 +223,28 @@ mod tests {
         }
         let other = SigningKey::from_bytes(&[8u8; 32]);
         assert!(Config::parse(&bytes, &other.verifying_key()).is_err());
+    }
+
+    #[test]
+    fn a_config_with_earlier_secrets_is_version_2_and_one_without_is_version_1() {
+        let signer = SigningKey::from_bytes(&[7u8; 32]);
+        let plain = sample(&signer);
+        assert_eq!(plain.to_bytes(&signer)[4], 1);
+        let rotated = Config {
+            earlier: vec![5u8; 60],
+            ..plain
+        };
+        let bytes = rotated.to_bytes(&signer);
+        assert_eq!(bytes[4], 2);
+        assert_eq!(
+            Config::parse(&bytes, &signer.verifying_key()).unwrap(),
+            rotated
+        );
+        let mut newer = bytes.clone();
+        newer[4] = 3;
+        assert!(matches!(
+            Config::parse_unverified(&newer),
+            Err(Error::Unsupported { .. })
+        ));
     }
 }

@@ -106,19 +106,38 @@ pub fn open(key: &SymmetricKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Au
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RepoPublicKey(pub [u8; 32]);
 
-/// The repository's secret x25519 key; only full keys hold it.
+/// The repository's secret x25519 key; only full keys hold it. After a
+/// master key rotation it also holds the earlier repository secrets, newest
+/// first, so objects sealed to an earlier key still open.
 #[derive(Clone)]
-pub struct RepoSecretKey(StaticSecret);
+pub struct RepoSecretKey {
+    current: StaticSecret,
+    earlier: Vec<StaticSecret>,
+}
 
 impl RepoSecretKey {
     /// Wraps raw secret bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        RepoSecretKey(StaticSecret::from(bytes))
+        RepoSecretKey {
+            current: StaticSecret::from(bytes),
+            earlier: Vec::new(),
+        }
     }
 
-    /// The matching public key.
+    /// This key, also able to open what was sealed to `earlier` (newest first).
+    pub fn with_earlier(mut self, earlier: impl IntoIterator<Item = RepoSecretKey>) -> Self {
+        self.earlier.extend(earlier.into_iter().map(|k| k.current));
+        self
+    }
+
+    /// Whether earlier secrets are held.
+    pub fn has_earlier(&self) -> bool {
+        !self.earlier.is_empty()
+    }
+
+    /// The matching public key (of the current secret).
     pub fn public(&self) -> RepoPublicKey {
-        RepoPublicKey(PublicKey::from(&self.0).to_bytes())
+        RepoPublicKey(PublicKey::from(&self.current).to_bytes())
     }
 }
 
@@ -147,21 +166,44 @@ pub fn new_sealed_key(public: &RepoPublicKey) -> ([u8; 32], SymmetricKey) {
     (ephemeral_public, key)
 }
 
-/// Derives again the key of an object sealed with `ephemeral_public`.
-/// Fails on low-order points, which an honest writer never produces.
-pub fn open_sealed_key(
-    secret: &RepoSecretKey,
+fn sealed_key_for(
+    secret: &StaticSecret,
     ephemeral_public: &[u8; 32],
 ) -> Result<SymmetricKey, AuthError> {
-    let shared = secret.0.diffie_hellman(&PublicKey::from(*ephemeral_public));
+    let shared = secret.diffie_hellman(&PublicKey::from(*ephemeral_public));
     if !shared.was_contributory() {
         return Err(AuthError);
     }
     Ok(object_key(
         shared.as_bytes(),
         ephemeral_public,
-        &secret.public().0,
+        PublicKey::from(secret).as_bytes(),
     ))
+}
+
+/// Derives again the key of an object sealed with `ephemeral_public` to the
+/// current repository key. Fails on low-order points, which an honest
+/// writer never produces.
+pub fn open_sealed_key(
+    secret: &RepoSecretKey,
+    ephemeral_public: &[u8; 32],
+) -> Result<SymmetricKey, AuthError> {
+    sealed_key_for(&secret.current, ephemeral_public)
+}
+
+/// The keys an object sealed with `ephemeral_public` may have, one per
+/// repository secret held (current first): only authentication tells which
+/// one it was sealed to.
+pub fn open_sealed_keys(
+    secret: &RepoSecretKey,
+    ephemeral_public: &[u8; 32],
+) -> Result<Vec<SymmetricKey>, AuthError> {
+    let first = sealed_key_for(&secret.current, ephemeral_public)?;
+    let mut keys = vec![first];
+    for s in &secret.earlier {
+        keys.push(sealed_key_for(s, ephemeral_public)?);
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -200,6 +242,18 @@ mod tests {
         let other = RepoSecretKey::from_bytes([10u8; 32]);
         assert_ne!(open_sealed_key(&other, &ephemeral).unwrap().0, key.0);
         assert!(open_sealed_key(&secret, &[0u8; 32]).is_err());
+    }
+
+    #[test]
+    fn an_earlier_secret_still_opens_what_was_sealed_to_it() {
+        let old = RepoSecretKey::from_bytes([9u8; 32]);
+        let (ephemeral, key) = new_sealed_key(&old.public());
+        let rotated = RepoSecretKey::from_bytes([11u8; 32]).with_earlier([old.clone()]);
+        assert_ne!(rotated.public(), old.public());
+        let keys = open_sealed_keys(&rotated, &ephemeral).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_ne!(keys[0].0, key.0);
+        assert_eq!(keys[1].0, key.0);
     }
 
     #[test]

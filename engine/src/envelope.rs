@@ -52,10 +52,22 @@ pub fn header(kind: FileKind) -> [u8; HEADER_LEN] {
 
 /// Checks the header of `bytes` and returns what follows it.
 pub fn check<'a>(bytes: &'a [u8], kind: FileKind, object: &str) -> Result<&'a [u8]> {
+    check_versioned(bytes, kind, object, FORMAT_VERSION).map(|(_, body)| body)
+}
+
+/// [`check`] for a kind whose own version may be above [`FORMAT_VERSION`]
+/// (snapshots: docs/FORMAT.md); returns the version and what follows the
+/// header.
+pub fn check_versioned<'a>(
+    bytes: &'a [u8],
+    kind: FileKind,
+    object: &str,
+    newest: u8,
+) -> Result<(u8, &'a [u8])> {
     if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
         return Err(Error::corrupt(object, "not a kith file (bad magic)"));
     }
-    if bytes[4] > FORMAT_VERSION {
+    if bytes[4] > newest {
         return Err(Error::Unsupported {
             object: object.to_owned(),
             version: u32::from(bytes[4]),
@@ -73,7 +85,7 @@ pub fn check<'a>(bytes: &'a [u8], kind: FileKind, object: &str) -> Result<&'a [u
             ),
         ));
     }
-    Ok(&bytes[HEADER_LEN..])
+    Ok((bytes[4], &bytes[HEADER_LEN..]))
 }
 
 /// Serializes with postcard; in-memory serialization of kith's own types
@@ -98,9 +110,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], object: &str) -> Result<T> {
 
 /// Encrypts `plaintext` as a sealed object of `kind` for the repository key.
 pub fn seal_object(kind: FileKind, public: &RepoPublicKey, plaintext: &[u8]) -> Vec<u8> {
+    seal_object_versioned(kind, FORMAT_VERSION, public, plaintext)
+}
+
+/// [`seal_object`] with an explicit header version.
+pub fn seal_object_versioned(
+    kind: FileKind,
+    version: u8,
+    public: &RepoPublicKey,
+    plaintext: &[u8],
+) -> Vec<u8> {
     let (ephemeral, key) = crypto::new_sealed_key(public);
     let mut out = Vec::with_capacity(HEADER_LEN + 32 + plaintext.len() + crypto::OVERHEAD);
-    out.extend_from_slice(&header(kind));
+    let mut head = header(kind);
+    head[4] = version;
+    out.extend_from_slice(&head);
     out.extend_from_slice(&ephemeral);
     let aad = out.clone();
     crypto::Cipher::new(&key).seal_into(&aad, plaintext, &mut out);
@@ -114,21 +138,38 @@ pub fn open_object(
     bytes: &[u8],
     object: &str,
 ) -> Result<Vec<u8>> {
-    let body = check(bytes, kind, object)?;
+    open_object_versioned(kind, FORMAT_VERSION, secret, bytes, object).map(|(_, plain)| plain)
+}
+
+/// Decrypts a sealed object of `kind` whose version may go up to `newest`;
+/// returns its version with the plaintext.
+pub fn open_object_versioned(
+    kind: FileKind,
+    newest: u8,
+    secret: &RepoSecretKey,
+    bytes: &[u8],
+    object: &str,
+) -> Result<(u8, Vec<u8>)> {
+    let (version, body) = check_versioned(bytes, kind, object, newest)?;
     if body.len() < 32 + crypto::OVERHEAD {
         return Err(Error::corrupt(object, "too short"));
     }
     let mut ephemeral = [0u8; 32];
     ephemeral.copy_from_slice(&body[..32]);
-    let key = crypto::open_sealed_key(secret, &ephemeral)
+    // After a master key rotation the object may be sealed to an earlier
+    // repository key: each is tried, current first.
+    let keys = crypto::open_sealed_keys(secret, &ephemeral)
         .map_err(|_| Error::corrupt(object, "invalid ephemeral key"))?;
     let aad = &bytes[..HEADER_LEN + 32];
-    crypto::open(&key, aad, &body[32..]).map_err(|_| {
-        Error::corrupt(
-            object,
-            "authentication failed (altered, or another repository's)",
-        )
-    })
+    for key in &keys {
+        if let Ok(plain) = crypto::open(key, aad, &body[32..]) {
+            return Ok((version, plain));
+        }
+    }
+    Err(Error::corrupt(
+        object,
+        "authentication failed (altered, or another repository's)",
+    ))
 }
 
 #[cfg(test)]

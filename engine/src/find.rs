@@ -6,14 +6,22 @@
 //! pattern with `*`, `?` or `[` is a glob over the folded name; any other
 //! pattern ranks names that contain it first, then names within a small
 //! edit distance, so a misspelt or partial name still finds the file.
+//!
+//! Names come from a name index in the local redb cache (tree id → its
+//! entries), filled from the repository on first use: a second `find` reads
+//! no tree from the repository. Each distinct tree is matched once, however
+//! many snapshots share it.
 
-use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::id::{BlobId, SnapshotId};
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Tree};
 use crate::{Error, Result};
 
 /// One match.
@@ -37,6 +45,10 @@ pub struct Hit {
 
 /// Lowercase without accents.
 pub fn fold(text: &str) -> String {
+    // Most names are ASCII: no decomposition needed.
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     text.nfd()
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
@@ -97,51 +109,204 @@ impl Matcher {
     }
 }
 
-fn kind(node: &Node) -> &'static str {
+/// One entry of a tree as the name index keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NameEntry {
+    name: String,
+    kind: u8,
+    size: u64,
+    mtime: i64,
+    subtree: Option<BlobId>,
+}
+
+/// Version byte in front of every listing in the name index; another
+/// version is read as missing and indexed again.
+const LISTING_VERSION: u8 = 1;
+
+const KINDS: [&str; 4] = ["file", "dir", "symlink", "other"];
+
+fn kind(node: &Node) -> u8 {
     match node.kind {
-        NodeKind::File { .. } => "file",
-        NodeKind::Dir { .. } => "dir",
-        NodeKind::Symlink { .. } => "symlink",
-        _ => "other",
+        NodeKind::File { .. } => 0,
+        NodeKind::Dir { .. } => 1,
+        NodeKind::Symlink { .. } => 2,
+        _ => 3,
     }
 }
 
-/// Every entry of every snapshot whose name matches `pattern`, best first
-/// (then newest snapshot first), at most `limit`.
-pub async fn find(repo: &Repository, pattern: &str, limit: usize) -> Result<Vec<Hit>> {
-    let matcher = Matcher::new(pattern)?;
-    let (snapshots, _) = repo.snapshots().await?;
-    let mut hits = Vec::new();
-    for (id, snapshot) in &snapshots {
-        let mut stack: Vec<(BlobId, String)> = vec![(snapshot.tree, String::new())];
-        while let Some((tree_id, path)) = stack.pop() {
-            let tree = repo.read_tree(&tree_id).await?;
-            for node in &tree.nodes {
-                let name = node.name_lossy();
-                let child = format!("{path}/{name}");
-                if let Some(score) = matcher.score(&name) {
-                    hits.push(Hit {
-                        snapshot: *id,
-                        snapshot_time: snapshot.time,
-                        path: child.clone(),
-                        kind: kind(node),
-                        size: node.size,
-                        mtime: node.mtime,
-                        score,
-                    });
+fn listing(tree: &Tree) -> Vec<NameEntry> {
+    tree.nodes
+        .iter()
+        .map(|n| NameEntry {
+            name: n.name_lossy(),
+            kind: kind(n),
+            size: n.size,
+            mtime: n.mtime,
+            subtree: match n.kind {
+                NodeKind::Dir { subtree } => Some(subtree),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+fn decode_listing(bytes: &[u8]) -> Option<Vec<NameEntry>> {
+    let (version, body) = bytes.split_first()?;
+    if *version != LISTING_VERSION {
+        return None;
+    }
+    postcard::from_bytes(body).ok()
+}
+
+fn encode_listing(entries: &[NameEntry]) -> Vec<u8> {
+    let mut out = vec![LISTING_VERSION];
+    out.extend_from_slice(&crate::envelope::encode(&entries));
+    out
+}
+
+/// The listings of every tree under `roots`: from the name index in the
+/// cache, and from the repository (then added to the index) for trees it
+/// does not hold yet. Walks level by level so each level is one cache read
+/// and one cache write.
+async fn listings(
+    repo: &Repository,
+    roots: Vec<BlobId>,
+) -> Result<HashMap<BlobId, Arc<Vec<NameEntry>>>> {
+    let index = repo.index().await?;
+    let mut all: HashMap<BlobId, Arc<Vec<NameEntry>>> = HashMap::new();
+    let mut level: Vec<BlobId> = roots;
+    level.sort();
+    level.dedup();
+    while !level.is_empty() {
+        let cached = {
+            let (index, ids) = (index.clone(), level.clone());
+            tokio::task::spawn_blocking(move || index.tree_names(&ids))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??
+        };
+        let mut missing = Vec::new();
+        for (id, bytes) in level.iter().zip(cached) {
+            match bytes.as_deref().and_then(decode_listing) {
+                Some(l) => {
+                    all.insert(*id, Arc::new(l));
                 }
-                if let NodeKind::Dir { subtree } = node.kind {
-                    stack.push((subtree, child));
+                None => missing.push(*id),
+            }
+        }
+        let mut fresh = Vec::new();
+        for id in missing {
+            let l = listing(&repo.read_tree(&id).await?);
+            fresh.push((id, encode_listing(&l)));
+            all.insert(id, Arc::new(l));
+        }
+        if !fresh.is_empty() {
+            let index = index.clone();
+            tokio::task::spawn_blocking(move || index.put_tree_names(&fresh))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+        }
+        let mut next: Vec<BlobId> = level
+            .iter()
+            .filter_map(|id| all.get(id))
+            .flat_map(|l| l.iter().filter_map(|e| e.subtree))
+            .filter(|s| !all.contains_key(s))
+            .collect();
+        next.sort();
+        next.dedup();
+        level = next;
+    }
+    Ok(all)
+}
+
+/// A match inside one tree: relative path, entry, score.
+type TreeHits = Arc<Vec<(String, NameEntry, f64)>>;
+
+/// Matches under trees, each distinct tree matched once however many
+/// snapshots share it.
+struct Search<'a> {
+    matcher: &'a Matcher,
+    listings: &'a HashMap<BlobId, Arc<Vec<NameEntry>>>,
+    by_tree: HashMap<BlobId, TreeHits>,
+    by_name: HashMap<String, Option<f64>>,
+}
+
+impl Search<'_> {
+    fn score(&mut self, name: &str) -> Option<f64> {
+        if let Some(s) = self.by_name.get(name) {
+            return *s;
+        }
+        let s = self.matcher.score(name);
+        self.by_name.insert(name.to_owned(), s);
+        s
+    }
+
+    fn hits(&mut self, tree: &BlobId, depth: usize) -> TreeHits {
+        if let Some(h) = self.by_tree.get(tree) {
+            return h.clone();
+        }
+        let mut out = Vec::new();
+        // A tree missing from the listings could not be read; deeper than
+        // MAX_DEPTH is a hostile cycle-like nesting.
+        if let (Some(entries), true) = (self.listings.get(tree).cloned(), depth < MAX_DEPTH) {
+            for e in entries.iter() {
+                if let Some(score) = self.score(&e.name) {
+                    out.push((format!("/{}", e.name), e.clone(), score));
+                }
+                if let Some(sub) = e.subtree {
+                    for (path, entry, score) in self.hits(&sub, depth + 1).iter() {
+                        out.push((format!("/{}{path}", e.name), entry.clone(), *score));
+                    }
                 }
             }
         }
+        let out = Arc::new(out);
+        self.by_tree.insert(*tree, out.clone());
+        out
     }
-    hits.sort_by(|a, b| {
+}
+
+/// Deeper folders than this are not searched.
+const MAX_DEPTH: usize = 4096;
+
+/// Every entry of every snapshot whose name matches `pattern`, best first
+/// (then newest snapshot first), at most `limit`. Tree listings come from
+/// the name index in the cache; trees it lacks are read and added.
+pub async fn find(repo: &Repository, pattern: &str, limit: usize) -> Result<Vec<Hit>> {
+    let matcher = Matcher::new(pattern)?;
+    let (snapshots, _) = repo.snapshots().await?;
+    let listings = listings(repo, snapshots.iter().map(|(_, s)| s.tree).collect()).await?;
+    let mut search = Search {
+        matcher: &matcher,
+        listings: &listings,
+        by_tree: HashMap::new(),
+        by_name: HashMap::new(),
+    };
+    let order = |a: &Hit, b: &Hit| {
         b.score
             .total_cmp(&a.score)
             .then(b.snapshot_time.cmp(&a.snapshot_time))
             .then(a.path.cmp(&b.path))
-    });
+    };
+    let mut hits: Vec<Hit> = Vec::new();
+    for (id, snapshot) in &snapshots {
+        for (path, e, score) in search.hits(&snapshot.tree, 0).iter() {
+            hits.push(Hit {
+                snapshot: *id,
+                snapshot_time: snapshot.time,
+                path: path.clone(),
+                kind: KINDS[usize::from(e.kind).min(3)],
+                size: e.size,
+                mtime: e.mtime,
+                score: *score,
+            });
+        }
+        // Keep memory bounded by the limit, not by the repository.
+        if hits.len() > limit.saturating_mul(2).max(4096) {
+            hits.sort_by(order);
+            hits.truncate(limit);
+        }
+    }
+    hits.sort_by(order);
     hits.truncate(limit);
     Ok(hits)
 }

@@ -303,6 +303,7 @@ mod tests {
                 parent: None,
                 summary: BackupSummary::default(),
                 program: "kith".into(),
+                original: None,
             },
         )
     }

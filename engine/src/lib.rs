@@ -27,6 +27,7 @@ pub mod check;
 pub mod chunker;
 pub mod condemned;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod diff;
 pub mod envelope;

@@ -190,6 +190,39 @@ pub fn pack_key(
         .map_err(|_| Error::corrupt(format!("pack {pack}"), "invalid ephemeral key"))
 }
 
+/// Every key the pack may have: one per repository secret held, current
+/// first (see [`crypto::open_sealed_keys`]).
+pub fn pack_keys(
+    secret: &RepoSecretKey,
+    ephemeral: &[u8; 32],
+    pack: &PackId,
+) -> Result<Vec<SymmetricKey>> {
+    crypto::open_sealed_keys(secret, ephemeral)
+        .map_err(|_| Error::corrupt(format!("pack {pack}"), "invalid ephemeral key"))
+}
+
+/// The cipher under which `sealed` (a pack header) authenticates, with the
+/// entries it holds: tries every key the pack may have.
+pub fn open_header(
+    keys: &[SymmetricKey],
+    sealed: &[u8],
+    blob_area: u64,
+    pack: &PackId,
+) -> Result<(Cipher, Vec<PackEntry>)> {
+    let mut first_error = None;
+    for key in keys {
+        let cipher = Cipher::new(key);
+        match parse_header(&cipher, sealed, blob_area, pack) {
+            Ok(entries) => return Ok((cipher, entries)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error
+        .unwrap_or_else(|| Error::corrupt(format!("pack {pack}"), "no key to open it with")))
+}
+
 /// Decrypts and validates a pack header: every entry must lie inside the
 /// blob area, in order, without overlap.
 pub fn parse_header(
@@ -284,10 +317,9 @@ pub fn read_pack_unchecked(
     let header_start = (bytes.len() - TRAILER_LEN)
         .checked_sub(trailer.header_len as usize)
         .ok_or_else(|| Error::corrupt(&object, "header length past the start"))?;
-    let key = pack_key(secret, &trailer.ephemeral, id)?;
-    let cipher = Cipher::new(&key);
-    let entries = parse_header(
-        &cipher,
+    let keys = pack_keys(secret, &trailer.ephemeral, id)?;
+    let (cipher, entries) = open_header(
+        &keys,
         &bytes[header_start..bytes.len() - TRAILER_LEN],
         header_start as u64,
         id,

@@ -4,7 +4,6 @@ use std::collections::{HashMap, HashSet};
 
 use kith_storage::{Handle, Kind};
 
-use crate::crypto::Cipher;
 use crate::id::{IndexId, PackId};
 use crate::index::{IndexFile, IndexPack};
 use crate::pack::{self, TRAILER_LEN};
@@ -50,8 +49,8 @@ pub(crate) async fn read_header(repo: &Repository, id: &PackId, size: u64) -> Re
         .backend()
         .get_range(&handle, header_start, u64::from(trailer.header_len))
         .await?;
-    let key = pack::pack_key(repo.secret("repairing the index")?, &trailer.ephemeral, id)?;
-    let entries = pack::parse_header(&Cipher::new(&key), &sealed, header_start, id)?;
+    let keys = pack::pack_keys(repo.secret("repairing the index")?, &trailer.ephemeral, id)?;
+    let (_, entries) = pack::open_header(&keys, &sealed, header_start, id)?;
     Ok(IndexPack {
         id: *id,
         ephemeral: trailer.ephemeral,

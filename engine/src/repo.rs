@@ -101,6 +101,8 @@ pub struct Repository {
     config: Config,
     write_keys: WriteKeys,
     master: Option<MasterSecret>,
+    /// Master secrets replaced by rotations, oldest first (full keys only).
+    earlier: Vec<MasterSecret>,
     secret: Option<RepoSecretKey>,
     key_id: Option<KeyId>,
     cache_dir: Option<PathBuf>,
@@ -217,6 +219,7 @@ impl Repository {
             compression_level: options.compression_level,
             repo_public: master.repo_secret().public().0,
             verifying_key: signer.verifying_key().to_bytes(),
+            earlier: Vec::new(),
         };
         let material = KeyMaterial::Full(MasterSecretBytes(*master.as_bytes()));
         let key = KeyFile::create(
@@ -250,7 +253,7 @@ impl Repository {
         let (material, key_id) = match credentials {
             Credentials::Master(m) => (KeyMaterial::Full(MasterSecretBytes(*m.as_bytes())), None),
             Credentials::Password(p) => {
-                let (material, id) = Self::unlock(backend.as_ref(), p).await?;
+                let (material, id) = Self::unlock(backend.as_ref(), p, &config_bytes).await?;
                 (material, Some(id))
             }
         };
@@ -272,10 +275,19 @@ impl Repository {
         Self::assemble(backend, config, material, key_id, cache_dir)
     }
 
-    async fn unlock(backend: &dyn Backend, password: &str) -> Result<(KeyMaterial, KeyId)> {
+    /// The key file `password` opens. A key whose secret does not verify
+    /// the config belongs to a master secret replaced by a rotation (left
+    /// by an interrupted one): another key for the same password is
+    /// preferred, and it is returned only when there is none.
+    async fn unlock(
+        backend: &dyn Backend,
+        password: &str,
+        config_bytes: &[u8],
+    ) -> Result<(KeyMaterial, KeyId)> {
         let keys = backend.list(Kind::Key, "").await?;
         let count = keys.len();
         let mut damaged = Vec::new();
+        let mut superseded = None;
         for info in keys {
             let bytes = match backend.get(&info.handle).await {
                 Ok(b) => b,
@@ -303,13 +315,25 @@ impl Repository {
             .await
             .map_err(|e| Error::Task(e.to_string()))?;
             match opened {
-                Ok(Some(material)) => return Ok((material, id)),
+                Ok(Some(material)) => {
+                    let verifies = material
+                        .write_keys()
+                        .config_verifying_key()
+                        .is_some_and(|k| Config::parse(config_bytes, &k).is_ok());
+                    if verifies {
+                        return Ok((material, id));
+                    }
+                    superseded.get_or_insert((material, id));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(key = %name, error = %e, "skipping unreadable key file");
                     damaged.push(e.to_string());
                 }
             }
+        }
+        if let Some(found) = superseded {
+            return Ok(found);
         }
         if !damaged.is_empty() && damaged.len() == count {
             return Err(Error::corrupt("every key file", damaged.join("; ")));
@@ -336,7 +360,7 @@ impl Repository {
         key_id: Option<KeyId>,
         cache_dir: Option<PathBuf>,
     ) -> Result<Self> {
-        let write_keys = material.write_keys();
+        let mut write_keys = material.write_keys();
         if write_keys.repo_public != config.repo_public {
             return Err(Error::corrupt(
                 "config",
@@ -344,12 +368,25 @@ impl Repository {
             ));
         }
         let master = material.master();
-        let secret = master.as_ref().map(MasterSecret::repo_secret);
+        let earlier = match (&master, config.earlier.is_empty()) {
+            (Some(m), false) => m.open_earlier(&config.earlier)?,
+            _ => Vec::new(),
+        };
+        // Blob ids keep the first master's key across rotations, so
+        // deduplication goes on (docs/FORMAT.md, master key rotation).
+        if let Some(first) = earlier.first() {
+            write_keys.chunk_id_key = first.chunk_id_key();
+        }
+        let secret = master.as_ref().map(|m| {
+            m.repo_secret()
+                .with_earlier(earlier.iter().rev().map(MasterSecret::repo_secret))
+        });
         Ok(Repository {
             backend,
             config,
             write_keys,
             master,
+            earlier,
             secret,
             key_id,
             cache_dir,
@@ -539,21 +576,67 @@ impl Repository {
         Ok(id)
     }
 
-    fn cipher_for(&self, pack: &PackId, ephemeral: &[u8; 32]) -> Result<Arc<Cipher>> {
+    /// The cipher of a pack with a known ephemeral key. After a master key
+    /// rotation the pack may be sealed to an earlier key: its header tells
+    /// which (one more ranged read, once per pack).
+    pub async fn pack_cipher_with(
+        &self,
+        pack: &PackId,
+        ephemeral: &[u8; 32],
+    ) -> Result<Arc<Cipher>> {
+        if let Some(c) = self
+            .ciphers
+            .lock()
+            .map_err(|_| Error::Task("cipher cache poisoned".into()))?
+            .get(pack)
+        {
+            return Ok(c.clone());
+        }
+        let secret = self.secret("reading data")?;
+        let keys = pack::pack_keys(secret, ephemeral, pack)?;
+        let c = if keys.len() == 1 {
+            Arc::new(Cipher::new(&keys[0]))
+        } else {
+            Arc::new(self.header_cipher(pack, &keys).await?)
+        };
         let mut ciphers = self
             .ciphers
             .lock()
             .map_err(|_| Error::Task("cipher cache poisoned".into()))?;
-        if let Some(c) = ciphers.get(pack) {
-            return Ok(c.clone());
-        }
-        let key = pack::pack_key(self.secret("reading data")?, ephemeral, pack)?;
-        let c = Arc::new(Cipher::new(&key));
         if ciphers.len() > 4096 {
             ciphers.clear();
         }
         ciphers.insert(*pack, c.clone());
         Ok(c)
+    }
+
+    /// The cipher, among `keys`, that opens the header of `pack`.
+    async fn header_cipher(
+        &self,
+        pack: &PackId,
+        keys: &[crate::crypto::SymmetricKey],
+    ) -> Result<Cipher> {
+        let handle = Handle::new(Kind::Pack, pack.to_hex())?;
+        let size = self.backend.stat(&handle).await?.size;
+        let trailer_len = pack::TRAILER_LEN as u64;
+        let object = format!("pack {pack}");
+        if size < trailer_len {
+            return Err(Error::corrupt(&object, "too short"));
+        }
+        let tail = self
+            .backend
+            .get_range(&handle, size - trailer_len, trailer_len)
+            .await?;
+        let trailer = pack::parse_trailer(&tail, pack)?;
+        let header_start = (size - trailer_len)
+            .checked_sub(u64::from(trailer.header_len))
+            .ok_or_else(|| Error::corrupt(&object, "header length past the start"))?;
+        let sealed = self
+            .backend
+            .get_range(&handle, header_start, u64::from(trailer.header_len))
+            .await?;
+        let (cipher, _) = pack::open_header(keys, &sealed, header_start, pack)?;
+        Ok(cipher)
     }
 
     /// The cipher of a pack known to the index.
@@ -562,7 +645,7 @@ impl Repository {
         let info = index
             .pack(pack)?
             .ok_or_else(|| Error::corrupt(format!("pack {pack}"), "not in the index"))?;
-        self.cipher_for(pack, &info.ephemeral)
+        self.pack_cipher_with(pack, &info.ephemeral).await
     }
 
     /// Decodes a sealed blob read from `location`.
@@ -596,7 +679,7 @@ impl Repository {
         ephemeral: &[u8; 32],
         entry: &crate::pack::PackEntry,
     ) -> Result<Vec<u8>> {
-        let cipher = self.cipher_for(pack, ephemeral)?;
+        let cipher = self.pack_cipher_with(pack, ephemeral).await?;
         let handle = Handle::new(Kind::Pack, pack.to_hex())?;
         let sealed = self
             .backend
@@ -890,6 +973,93 @@ impl Repository {
         }
         self.key_id = Some(new);
         Ok(new)
+    }
+
+    /// Replaces the master secret with a new random one (master key
+    /// rotation): the config keeps every earlier secret sealed under the new
+    /// one, so what was written before stays readable, and everything
+    /// written from now on is sealed to the new key. A new full key file
+    /// under `password` holds the new secret; every other key file still
+    /// holds the old one and is removed. Returns the new secret and key.
+    ///
+    /// Order: new key file, new config, then the old key files. A crash
+    /// after the key file leaves the old config, which the new key does not
+    /// verify and the old key does; after the config, the reverse. Opening
+    /// prefers the key that verifies the config, so either way the password
+    /// opens the repository.
+    pub async fn rotate_master(
+        &mut self,
+        password: &str,
+        kdf: KdfParams,
+    ) -> Result<(MasterSecret, KeyId)> {
+        let current = self.master.clone().ok_or(Error::WriteOnly {
+            operation: "rotating the master key",
+        })?;
+        let held = crate::lock::lock(self, true, "rotate master key", self.stale_after).await?;
+        let result = self.rotate_locked(&current, password, kdf).await;
+        let released = held.release(self).await;
+        let rotated = result?;
+        released?;
+        Ok(rotated)
+    }
+
+    async fn rotate_locked(
+        &mut self,
+        current: &MasterSecret,
+        password: &str,
+        kdf: KdfParams,
+    ) -> Result<(MasterSecret, KeyId)> {
+        let new = MasterSecret::generate();
+        let mut earlier = self.earlier.clone();
+        earlier.push(current.clone());
+        let signer = new.config_signing_key();
+        let mut config = self.config.clone();
+        config.repo_public = new.repo_secret().public().0;
+        config.verifying_key = signer.verifying_key().to_bytes();
+        config.earlier = new.seal_earlier(&earlier);
+        let material = KeyMaterial::Full(MasterSecretBytes(*new.as_bytes()));
+        let password = password.to_owned();
+        let key = tokio::task::spawn_blocking(move || {
+            KeyFile::create(
+                &material,
+                password.as_bytes(),
+                kdf,
+                &host_name(),
+                &user_name(),
+                now_ns(),
+            )
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let key_id = KeyId(hash_of(key.bytes()));
+        self.backend
+            .put(
+                &Handle::new(Kind::Key, key_id.to_hex())?,
+                Bytes::copy_from_slice(key.bytes()),
+            )
+            .await?;
+        self.backend
+            .put(&Handle::config(), Bytes::from(config.to_bytes(&signer)))
+            .await?;
+        for info in self.backend.list(Kind::Key, "").await? {
+            if info.handle.name() != key_id.to_hex() {
+                self.backend.delete(&info.handle).await?;
+            }
+        }
+        let mut write_keys = new.write_keys();
+        if let Some(first) = earlier.first() {
+            write_keys.chunk_id_key = first.chunk_id_key();
+        }
+        self.secret = Some(
+            new.repo_secret()
+                .with_earlier(earlier.iter().rev().map(MasterSecret::repo_secret)),
+        );
+        self.write_keys = write_keys;
+        self.config = config;
+        self.master = Some(new.clone());
+        self.earlier = earlier;
+        self.key_id = Some(key_id);
+        Ok((new, key_id))
     }
 
     /// The chunk-id key.

@@ -2,6 +2,11 @@
 //!
 //! A snapshot file is a sealed object (kind 5) whose plaintext is the
 //! postcard [`Snapshot`]. Its id is the BLAKE3 of the stored file.
+//!
+//! Snapshot records have their own version in the common header: version 1
+//! has no `original`; version 2 (a copy from another repository) appends
+//! it. A snapshot without `original` is still written as version 1, so older
+//! kith keep reading everything but copies (docs/FORMAT.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -58,19 +63,83 @@ pub struct Snapshot {
     pub summary: BackupSummary,
     /// The kith version that wrote it.
     pub program: String,
+    /// For a copy made by `kith copy`: the snapshot's id in the repository
+    /// it was copied from (version 2 records only).
+    pub original: Option<SnapshotId>,
 }
 
+/// Version 1 of the record: [`Snapshot`] without `original`.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    time: i64,
+    host: String,
+    user: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    tree: BlobId,
+    parent: Option<SnapshotId>,
+    summary: BackupSummary,
+    program: String,
+}
+
+/// The newest snapshot record version this kith reads.
+pub const SNAPSHOT_VERSION: u8 = 2;
+
 impl Snapshot {
-    /// Encrypts for storage.
+    /// Encrypts for storage: version 1 when there is no `original`.
     pub fn to_bytes(&self, public: &RepoPublicKey) -> Vec<u8> {
-        envelope::seal_object(FileKind::Snapshot, public, &envelope::encode(self))
+        match self.original {
+            None => envelope::seal_object_versioned(
+                FileKind::Snapshot,
+                1,
+                public,
+                &envelope::encode(&SnapshotV1 {
+                    time: self.time,
+                    host: self.host.clone(),
+                    user: self.user.clone(),
+                    paths: self.paths.clone(),
+                    tags: self.tags.clone(),
+                    tree: self.tree,
+                    parent: self.parent,
+                    summary: self.summary.clone(),
+                    program: self.program.clone(),
+                }),
+            ),
+            Some(_) => envelope::seal_object_versioned(
+                FileKind::Snapshot,
+                2,
+                public,
+                &envelope::encode(self),
+            ),
+        }
     }
 
-    /// Decrypts and decodes.
+    /// Decrypts and decodes either version.
     pub fn from_bytes(secret: &RepoSecretKey, bytes: &[u8], id: &SnapshotId) -> Result<Self> {
         let object = format!("snapshot {}", id.short());
-        let plain = envelope::open_object(FileKind::Snapshot, secret, bytes, &object)?;
-        envelope::decode(&plain, &object)
+        let (version, plain) = envelope::open_object_versioned(
+            FileKind::Snapshot,
+            SNAPSHOT_VERSION,
+            secret,
+            bytes,
+            &object,
+        )?;
+        if version >= 2 {
+            return envelope::decode(&plain, &object);
+        }
+        let v1: SnapshotV1 = envelope::decode(&plain, &object)?;
+        Ok(Snapshot {
+            time: v1.time,
+            host: v1.host,
+            user: v1.user,
+            paths: v1.paths,
+            tags: v1.tags,
+            tree: v1.tree,
+            parent: v1.parent,
+            summary: v1.summary,
+            program: v1.program,
+            original: None,
+        })
     }
 }
 
@@ -91,14 +160,58 @@ mod tests {
             parent: None,
             summary: BackupSummary::default(),
             program: "kith".into(),
+            original: None,
         };
         let id = SnapshotId([0; 32]);
-        let bytes = s.to_bytes(&secret.public());
-        assert_eq!(Snapshot::from_bytes(&secret, &bytes, &id).unwrap(), s);
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x80;
-            assert!(Snapshot::from_bytes(&secret, &b, &id).is_err());
+        let copy = Snapshot {
+            original: Some(SnapshotId([9; 32])),
+            ..s.clone()
+        };
+        for s in [s, copy] {
+            let bytes = s.to_bytes(&secret.public());
+            assert_eq!(bytes[4], if s.original.is_some() { 2 } else { 1 });
+            assert_eq!(Snapshot::from_bytes(&secret, &bytes, &id).unwrap(), s);
+            for i in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[i] ^= 0x80;
+                assert!(Snapshot::from_bytes(&secret, &b, &id).is_err());
+            }
         }
+    }
+
+    #[test]
+    fn a_version_1_record_written_by_an_older_kith_still_reads() {
+        let secret = RepoSecretKey::from_bytes([4; 32]);
+        let old = SnapshotV1 {
+            time: 7,
+            host: "h".into(),
+            user: "u".into(),
+            paths: vec!["/a".into()],
+            tags: vec![],
+            tree: BlobId([1; 32]),
+            parent: Some(SnapshotId([2; 32])),
+            summary: BackupSummary::default(),
+            program: "kith 0.1.0".into(),
+        };
+        // Exactly what kith 0.1.0 wrote: common header version 1.
+        let bytes = envelope::seal_object(
+            FileKind::Snapshot,
+            &secret.public(),
+            &envelope::encode(&old),
+        );
+        let read = Snapshot::from_bytes(&secret, &bytes, &SnapshotId([0; 32])).unwrap();
+        assert_eq!(read.original, None);
+        assert_eq!(read.parent, Some(SnapshotId([2; 32])));
+        assert_eq!(read.program, "kith 0.1.0");
+    }
+
+    #[test]
+    fn a_record_newer_than_version_2_is_unsupported() {
+        let secret = RepoSecretKey::from_bytes([4; 32]);
+        let bytes = envelope::seal_object_versioned(FileKind::Snapshot, 3, &secret.public(), b"x");
+        assert!(matches!(
+            Snapshot::from_bytes(&secret, &bytes, &SnapshotId([0; 32])),
+            Err(crate::Error::Unsupported { .. })
+        ));
     }
 }

@@ -11,6 +11,11 @@ use crate::error::CliError;
 use crate::{exit, output};
 
 pub(crate) async fn run(ctx: &Context, args: &BackupArgs) -> Result<u8, CliError> {
+    if args.paths.is_empty() {
+        return Err(CliError::Config(
+            "nothing to back up: give paths, or a profile (--profile) with paths".into(),
+        ));
+    }
     let repo = match ctx.open().await {
         Err(CliError::Engine(Error::RepositoryNotFound { .. })) if args.init => {
             let (repo, master) = super::init::create(ctx, &args.kdf, 16).await?;

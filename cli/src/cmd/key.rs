@@ -1,7 +1,7 @@
 //! `kith key`.
 
 use kith_engine::keys::format_paper_key;
-use kith_engine::{Access, Error};
+use kith_engine::{Access, Credentials, Error};
 
 use crate::args::KeyCommand;
 use crate::context::{kdf, Context};
@@ -9,7 +9,7 @@ use crate::error::CliError;
 use crate::{exit, output};
 
 pub(crate) async fn run(ctx: &Context, command: &KeyCommand) -> Result<u8, CliError> {
-    let mut repo = ctx.open().await?;
+    let (mut repo, credentials) = ctx.open_with_credentials().await?;
     match command {
         KeyCommand::Add {
             write_only,
@@ -97,6 +97,30 @@ pub(crate) async fn run(ctx: &Context, command: &KeyCommand) -> Result<u8, CliEr
                 operation: "exporting the master key",
             })?;
             println!("{}", format_paper_key(master));
+        }
+        KeyCommand::RotateMaster {
+            new_password_file,
+            kdf: k,
+        } => {
+            let password = match (new_password_file, &credentials) {
+                (None, Credentials::Password(p)) => p.clone(),
+                (file, _) => ctx.new_password(file.as_ref())?,
+            };
+            if password.is_empty() {
+                return Err(CliError::Usage("an empty password is not allowed".into()));
+            }
+            let (master, key) = repo.rotate_master(&password, kdf(k)).await?;
+            let paper = format_paper_key(&master);
+            if ctx.global.json {
+                output::json(&serde_json::json!({"master_key": paper, "key": key.to_hex()}))?;
+            } else {
+                eprintln!("The master key was replaced. Every other key file was removed; add them again with `kith key add`.");
+                eprintln!("The password of key {} opens the repository. New master key (paper key), shown once:", key.short());
+                eprintln!();
+                eprintln!("    {paper}");
+                eprintln!();
+                eprintln!("Keep it somewhere safe: the old one no longer opens the repository.");
+            }
         }
     }
     Ok(exit::OK)

@@ -3,6 +3,7 @@
 pub(crate) mod backup;
 pub(crate) mod cat;
 pub(crate) mod check;
+pub(crate) mod copy;
 pub(crate) mod diff;
 pub(crate) mod find;
 pub(crate) mod forget;
@@ -10,6 +11,7 @@ pub(crate) mod generate;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ls;
+pub(crate) mod mount;
 pub(crate) mod node;
 pub(crate) mod peer;
 pub(crate) mod prune;

@@ -30,6 +30,7 @@ pub(crate) async fn run(ctx: &Context, args: &SnapshotsArgs) -> Result<u8, CliEr
                     "tags": s.tags,
                     "tree": s.tree.to_hex(),
                     "parent": s.parent.map(|p| p.to_hex()),
+                    "original": s.original.map(|o| o.to_hex()),
                     "program_version": s.program,
                     "summary": {
                         "files_new": s.summary.files_new,

@@ -655,6 +655,7 @@ async fn run(
         parent,
         summary: summary.clone(),
         program: format!("kith {}", env!("CARGO_PKG_VERSION")),
+        original: None,
     };
     // Phase 2: under a shared lock (no maintenance runs meanwhile), make
     // sure every blob is in a live pack, then commit.

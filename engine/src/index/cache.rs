@@ -22,6 +22,10 @@ const PACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("packs");
 const INDEX_FILES: TableDefinition<&[u8], u8> = TableDefinition::new("index_files");
 const FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The name index of `find`: tree id → its entries' names and metadata
+/// (`engine/src/find.rs`). Trees never change, so an entry never goes stale;
+/// a tree missing here is read from the repository and added.
+const NAMES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("names");
 
 /// Version of the cache's own layout; a mismatch rebuilds it.
 const SCHEMA: &[u8] = b"kith-cache-1";
@@ -281,6 +285,40 @@ impl IndexCache {
                 }))
             }
         }
+    }
+
+    /// The name listings of `trees` that the cache holds, in order.
+    pub fn tree_names(&self, trees: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match txn.open_table(NAMES) {
+            Ok(t) => t,
+            // A cache made before the name index existed.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; trees.len()]),
+            Err(e) => return Err(self.err(e)),
+        };
+        trees
+            .iter()
+            .map(|t| {
+                table
+                    .get(&t.0[..])
+                    .map(|v| v.map(|v| v.value().to_vec()))
+                    .map_err(|e| self.err(e))
+            })
+            .collect()
+    }
+
+    /// Adds name listings of trees.
+    pub fn put_tree_names(&self, listings: &[(BlobId, Vec<u8>)]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(NAMES).map_err(|e| self.err(e))?;
+            for (id, bytes) in listings {
+                table
+                    .insert(&id.0[..], &bytes[..])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
     }
 
     /// The index deltas whose content the cache holds.

@@ -16,6 +16,9 @@ const REPO_X25519_CONTEXT: &str = "kith 2026-11 v1 repository x25519 secret";
 const CONFIG_SIGNING_CONTEXT: &str = "kith 2026-11 v1 config signing key";
 const OWNER_SIGNING_CONTEXT: &str = "kith 2026-11 v1 owner signing key";
 const COORDINATION_CONTEXT: &str = "kith 2026-11 v1 coordination key";
+const EARLIER_CONTEXT: &str = "kith 2026-11 v1 earlier master secrets key";
+/// Associated data of the sealed earlier master secrets in the config.
+const EARLIER_AAD: &[u8] = b"kith earlier master secrets";
 
 /// The 32 random bytes from which every key of a repository derives.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
@@ -72,6 +75,47 @@ impl MasterSecret {
     /// The symmetric key of lock and session records.
     pub fn coordination_key(&self) -> [u8; 32] {
         self.derive(COORDINATION_CONTEXT)
+    }
+
+    /// Seals `earlier` master secrets (oldest first) for the config, so that
+    /// only a holder of this master can read them (master key rotation).
+    pub fn seal_earlier(&self, earlier: &[MasterSecret]) -> Vec<u8> {
+        let mut plain: Vec<u8> = Vec::with_capacity(earlier.len() * 32);
+        for m in earlier {
+            plain.extend_from_slice(&m.0);
+        }
+        let key = SymmetricKey::from_bytes(self.derive(EARLIER_CONTEXT));
+        let sealed = crate::crypto::seal(&key, EARLIER_AAD, &plain);
+        plain.zeroize();
+        sealed
+    }
+
+    /// Opens what [`MasterSecret::seal_earlier`] sealed.
+    pub fn open_earlier(&self, sealed: &[u8]) -> crate::Result<Vec<MasterSecret>> {
+        let key = SymmetricKey::from_bytes(self.derive(EARLIER_CONTEXT));
+        let mut plain = crate::crypto::open(&key, EARLIER_AAD, sealed).map_err(|_| {
+            crate::Error::corrupt(
+                "config",
+                "its earlier master secrets do not open with this master key",
+            )
+        })?;
+        if plain.len() % 32 != 0 {
+            plain.zeroize();
+            return Err(crate::Error::corrupt(
+                "config",
+                "its earlier master secrets have a broken length",
+            ));
+        }
+        let out = plain
+            .chunks_exact(32)
+            .map(|c| {
+                let mut b = [0u8; 32];
+                b.copy_from_slice(c);
+                MasterSecret(b)
+            })
+            .collect();
+        plain.zeroize();
+        Ok(out)
     }
 
     /// What a write-only key file carries.
@@ -183,5 +227,17 @@ mod tests {
             MasterSecret([5u8; 32]).chunk_id_key()
         );
         assert_eq!(m.write_keys().repo_public, m.repo_secret().public().0);
+    }
+
+    #[test]
+    fn earlier_secrets_open_only_with_the_master_that_sealed_them() {
+        let new = MasterSecret([1u8; 32]);
+        let old = [MasterSecret([2u8; 32]), MasterSecret([3u8; 32])];
+        let sealed = new.seal_earlier(&old);
+        assert_eq!(new.open_earlier(&sealed).unwrap(), old.to_vec());
+        assert!(MasterSecret([4u8; 32]).open_earlier(&sealed).is_err());
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        assert!(new.open_earlier(&flipped).is_err());
     }
 }

@@ -1,0 +1,171 @@
+//! Erasure coding: an object cut into `n` shard bodies, any `k` of which
+//! rebuild it (Reed-Solomon over GF(2^16), the `reed-solomon-simd` crate;
+//! docs/DECISIONS.md says why).
+//!
+//! Layout: the first `k` shards (data shards) are the object itself, cut
+//! into `k` consecutive parts of [`shard_len`] bytes, the last one padded
+//! with zeros; the other `n - k` are parity. Because data shards hold the
+//! object's bytes in order, a ranged read needs only the data shards that
+//! cover the range. With `k = 1` every shard is a whole copy.
+
+use super::error::ObjectError;
+use super::header::shard_len;
+
+fn erasure_err(e: reed_solomon_simd::Error) -> ObjectError {
+    ObjectError::Erasure {
+        reason: e.to_string(),
+    }
+}
+
+fn usize_len(len: u64) -> Result<usize, ObjectError> {
+    usize::try_from(len).map_err(|_| ObjectError::Erasure {
+        reason: format!("object of {len} bytes does not fit in memory"),
+    })
+}
+
+/// The `n` shard bodies of `data` for a `k`-of-`n` code.
+pub(crate) fn encode(data: &[u8], k: u16, n: u16) -> Result<Vec<Vec<u8>>, ObjectError> {
+    if k == 0 || k > n {
+        return Err(ObjectError::Erasure {
+            reason: format!("invalid code {k}-of-{n}"),
+        });
+    }
+    if k == 1 {
+        return Ok(vec![data.to_vec(); usize::from(n)]);
+    }
+    let len = usize_len(shard_len(data.len() as u64, k))?;
+    let mut shards: Vec<Vec<u8>> = (0..usize::from(k))
+        .map(|i| {
+            let start = (i * len).min(data.len());
+            let end = ((i + 1) * len).min(data.len());
+            let mut s = Vec::with_capacity(len);
+            s.extend_from_slice(data.get(start..end).unwrap_or(&[]));
+            s.resize(len, 0);
+            s
+        })
+        .collect();
+    let parity = usize::from(n - k);
+    if parity > 0 {
+        let recovery =
+            reed_solomon_simd::encode(usize::from(k), parity, &shards).map_err(erasure_err)?;
+        shards.extend(recovery);
+    }
+    Ok(shards)
+}
+
+/// Rebuilds an object of `object_len` bytes from at least `k` distinct
+/// shard bodies `(index, body)` of a `k`-of-`n` code.
+pub(crate) fn decode(
+    object_len: u64,
+    k: u16,
+    n: u16,
+    shards: &[(u16, &[u8])],
+) -> Result<Vec<u8>, ObjectError> {
+    let total = usize_len(object_len)?;
+    let len = usize_len(shard_len(object_len, k))?;
+    if let Some(body) = shards.iter().find(|(_, b)| b.len() != len) {
+        return Err(ObjectError::Erasure {
+            reason: format!(
+                "shard {} has {} bytes, {len} expected",
+                body.0,
+                body.1.len()
+            ),
+        });
+    }
+    if k == 1 {
+        return shards
+            .first()
+            .map(|(_, b)| b.to_vec())
+            .ok_or(ObjectError::Erasure {
+                reason: "no shard to rebuild from".into(),
+            });
+    }
+    let mut data: Vec<Option<&[u8]>> = vec![None; usize::from(k)];
+    for (i, b) in shards {
+        if let Some(slot) = data.get_mut(usize::from(*i)) {
+            *slot = Some(*b);
+        }
+    }
+    let restored = if data.iter().all(Option::is_some) {
+        Default::default()
+    } else {
+        let originals = shards
+            .iter()
+            .filter(|(i, _)| *i < k)
+            .map(|(i, b)| (usize::from(*i), *b));
+        let recovery = shards
+            .iter()
+            .filter(|(i, _)| *i >= k && *i < n)
+            .map(|(i, b)| (usize::from(*i - k), *b));
+        reed_solomon_simd::decode(usize::from(k), usize::from(n - k), originals, recovery)
+            .map_err(erasure_err)?
+    };
+    let mut out = Vec::with_capacity(total);
+    for (i, slot) in data.iter().enumerate() {
+        let part: &[u8] = match slot {
+            Some(b) => b,
+            None => restored
+                .get(&i)
+                .map(Vec::as_slice)
+                .ok_or(ObjectError::Erasure {
+                    reason: format!("data shard {i} was not restored"),
+                })?,
+        };
+        let want = (total - out.len()).min(part.len());
+        out.extend_from_slice(part.get(..want).unwrap_or(part));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_k_shards_rebuild_the_object(
+            data in proptest::collection::vec(any::<u8>(), 1..20_000),
+            k in 1u16..6,
+            parity in 0u16..4,
+            pick_seed: u64,
+        ) {
+            let n = k + parity;
+            let shards = encode(&data, k, n).unwrap();
+            prop_assert_eq!(shards.len(), usize::from(n));
+            // Choose k distinct shards from a seed.
+            let mut order: Vec<u16> = (0..n).collect();
+            let mut s = pick_seed | 1;
+            for i in (1..order.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                order.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let chosen: Vec<(u16, &[u8])> = order[..usize::from(k)]
+                .iter()
+                .map(|&i| (i, shards[usize::from(i)].as_slice()))
+                .collect();
+            let back = decode(data.len() as u64, k, n, &chosen).unwrap();
+            prop_assert_eq!(back, data);
+        }
+    }
+
+    #[test]
+    fn too_few_shards_is_an_error_not_a_panic() {
+        let data = vec![5u8; 1000];
+        let shards = encode(&data, 3, 5).unwrap();
+        let two: Vec<(u16, &[u8])> = vec![(0, &shards[0]), (4, &shards[4])];
+        assert!(decode(1000, 3, 5, &two).is_err());
+        let wrong_len: Vec<(u16, &[u8])> = vec![(0, &shards[0][..10])];
+        assert!(decode(1000, 3, 5, &wrong_len).is_err());
+    }
+
+    #[test]
+    fn data_shards_hold_the_object_in_order() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(3001).collect();
+        let shards = encode(&data, 3, 5).unwrap();
+        let len = shard_len(3001, 3) as usize;
+        assert_eq!(len, 1002);
+        assert_eq!(&shards[1][..len], &data[len..2 * len]);
+    }
+}

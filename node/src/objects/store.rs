@@ -1,0 +1,863 @@
+//! [`ObjectStore`]: named objects stored as erasure-coded shards on peers.
+//!
+//! Put: hash, choose `k`-of-`n` and the holders from the usable peers
+//! (`crate::policy`), cut the object into shards, prefix each with its
+//! authenticated header, upload them in parallel (one shard per peer; a
+//! failed upload moves to a spare peer), record the placement in the map,
+//! and rewrite the root capsule when a new holder appears. If some shard
+//! cannot be placed at all, the shards already stored are deleted again.
+//!
+//! Get: fetch shards in parallel from their holders, data shards first,
+//! verify each header and body hash, replace every bad or missing shard by
+//! another one, and rebuild from the first `k` good ones. Ranged reads
+//! fetch only the blocks of the data shards that cover the range and check
+//! them against the block hashes, falling back to a whole read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use kith_net::{Multiaddr, ObjectTag, PeerId, ShardKey};
+use kith_storage::{Handle, Kind};
+
+use super::capsule::RootCapsule;
+use super::erasure;
+use super::error::ObjectError;
+use super::header::{block_hashes, block_size_for, shard_len, ShardHeader};
+use super::keys::OwnerKeys;
+use super::map::{ObjectRecord, PlacementMap, ShardRecord};
+use super::name::{object_tag, rewritten_in_place, seal, SealedIdentity};
+use crate::policy::{choose_placement, PolicyError, PolicyGoal};
+use crate::transport::{ShardTransport, TransportError, UsablePeer};
+
+/// Options of an [`ObjectStore`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// The placement goal (F, the cap on n, replication of small objects).
+    pub goal: PolicyGoal,
+}
+
+impl StoreOptions {
+    /// Sets the placement goal.
+    pub fn goal(mut self, goal: PolicyGoal) -> Self {
+        self.goal = goal;
+        self
+    }
+}
+
+/// A shard that could not be used, as reported by reads and rebuilds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardProblem {
+    /// Its holder.
+    pub peer: PeerId,
+    /// Its object tag.
+    pub tag: ObjectTag,
+    /// Its index.
+    pub index: u16,
+    /// What was wrong: unreachable, missing, or failed verification.
+    pub reason: String,
+}
+
+/// Objects on peers for one owner.
+pub struct ObjectStore<T: ShardTransport> {
+    pub(crate) transport: Arc<T>,
+    pub(crate) keys: Arc<OwnerKeys>,
+    pub(crate) map: Arc<PlacementMap>,
+    pub(crate) goal: PolicyGoal,
+    problems: Mutex<Vec<ShardProblem>>,
+    capsule_lock: tokio::sync::Mutex<()>,
+    /// Set once a miss made the map be rebuilt from the holders in this
+    /// session: a name missing from the map then really is missing.
+    refreshed: std::sync::atomic::AtomicBool,
+    /// Holders that were unreachable recently, and when: reads ask them
+    /// last, so a restore with holders gone does not wait on each of them
+    /// for every object.
+    away: Mutex<BTreeMap<PeerId, Instant>>,
+    /// The folder of a private placement map, when the shared one was busy.
+    _private_map: Option<tempfile::TempDir>,
+}
+
+/// How long an unreachable holder is asked last.
+const AWAY_FOR: Duration = Duration::from_secs(60);
+
+impl<T: ShardTransport> std::fmt::Debug for ObjectStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStore")
+            .field("owner", &self.keys.owner_id())
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(kith_engine::now_ns()).unwrap_or(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A shard body that passed verification.
+struct GoodShard {
+    index: u16,
+    body: Bytes,
+}
+
+impl<T: ShardTransport> ObjectStore<T> {
+    /// Opens the store of `keys`' owner over `transport`, with its placement
+    /// map in `cache_dir`. A missing map (a fresh machine) is rebuilt from
+    /// the holders' listings, starting from the root capsule on any
+    /// reachable peer.
+    pub async fn open(
+        transport: T,
+        keys: OwnerKeys,
+        cache_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Self, ObjectError> {
+        let owner = keys.owner_id();
+        let path = cache_dir.join(format!("placement-{}.redb", hex(&owner.0[..8])));
+        // Another process of this owner (a backup while `snapshots` runs)
+        // may hold the map: this one then works on a private copy rebuilt
+        // from the holders, removed when the store is dropped.
+        let (map, private) = tokio::task::spawn_blocking(move || match PlacementMap::open(&path) {
+            Err(ObjectError::MapBusy { path }) => {
+                tracing::info!(path = %path.display(), "placement map in use; using a private one");
+                let dir = tempfile::tempdir().map_err(|e| ObjectError::Map {
+                    path: path.clone(),
+                    reason: format!("cannot create a private map: {e}"),
+                })?;
+                let map = PlacementMap::open(&dir.path().join("placement.redb"))?;
+                Ok((map, Some(dir)))
+            }
+            other => other.map(|m| (m, None)),
+        })
+        .await
+        .map_err(|e| ObjectError::Task(e.to_string()))??;
+        let store = Self {
+            transport: Arc::new(transport),
+            keys: Arc::new(keys),
+            map: Arc::new(map),
+            goal: options.goal,
+            problems: Mutex::new(Vec::new()),
+            capsule_lock: tokio::sync::Mutex::new(()),
+            refreshed: std::sync::atomic::AtomicBool::new(false),
+            away: Mutex::new(BTreeMap::new()),
+            _private_map: private,
+        };
+        if !store.in_map(|m| m.is_complete()).await? {
+            store.rebuild_map().await?;
+        }
+        store.retry_pending_deletes().await?;
+        Ok(store)
+    }
+
+    /// The owner's keys.
+    pub fn keys(&self) -> &OwnerKeys {
+        &self.keys
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Shard problems seen since the last call (bad or unreachable shards
+    /// that reads and rebuilds worked around).
+    pub fn take_problems(&self) -> Vec<ShardProblem> {
+        std::mem::take(&mut *self.problems.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn report(&self, peer: PeerId, tag: ObjectTag, index: u16, reason: String) {
+        tracing::warn!(%peer, tag = ?tag, index, %reason, "shard discarded");
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ShardProblem {
+                peer,
+                tag,
+                index,
+                reason,
+            });
+    }
+
+    /// Notes whether a holder answered.
+    fn note_reachable(&self, peer: PeerId, error: Option<&TransportError>) {
+        let mut away = self.away.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(TransportError::Unreachable { .. }) => {
+                away.insert(peer, Instant::now());
+            }
+            Some(_) => {}
+            None => {
+                away.remove(&peer);
+            }
+        }
+    }
+
+    /// Whether a holder was unreachable in the last [`AWAY_FOR`].
+    fn is_away(&self, peer: &PeerId) -> bool {
+        let away = self.away.lock().unwrap_or_else(|e| e.into_inner());
+        away.get(peer).is_some_and(|t| t.elapsed() < AWAY_FOR)
+    }
+
+    /// Runs a placement-map operation off the async runtime.
+    pub(crate) async fn in_map<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PlacementMap) -> Result<R, ObjectError> + Send + 'static,
+    ) -> Result<R, ObjectError> {
+        let map = self.map.clone();
+        tokio::task::spawn_blocking(move || f(&map))
+            .await
+            .map_err(|e| ObjectError::Task(e.to_string()))?
+    }
+
+    /// Marks the placement map as complete: for a repository created on
+    /// this machine there is nothing to rebuild.
+    pub async fn mark_new(&self) -> Result<(), ObjectError> {
+        self.in_map(|m| m.mark_complete()).await
+    }
+
+    /// Stores `data` under `name`. Storing the same bytes again is a no-op;
+    /// other bytes replace the earlier object.
+    pub async fn put(&self, name: &Handle, data: Bytes) -> Result<(), ObjectError> {
+        let content = *blake3::hash(&data).as_bytes();
+        let id = SealedIdentity {
+            handle: name.clone(),
+            written: if rewritten_in_place(name.kind) {
+                now_ns()
+            } else {
+                0
+            },
+        };
+        let tag = object_tag(&self.keys, &id, &content);
+        let h = name.clone();
+        let old = self.in_map(move |m| m.get(&h)).await?;
+        if old.as_ref().is_some_and(|o| o.tag == tag.0) {
+            return Ok(());
+        }
+        let (record, holders) = self.upload(&id, tag, data).await?;
+        let h = name.clone();
+        let rec = record.clone();
+        let new_holders = self.in_map(move |m| m.insert(&h, &rec, &holders)).await?;
+        if let Some(old) = old {
+            self.delete_shards(old.tag(), old.placements()).await?;
+        }
+        if !new_holders.is_empty() {
+            self.write_capsule().await?;
+        }
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        id: &SealedIdentity,
+        tag: ObjectTag,
+        data: Bytes,
+    ) -> Result<(ObjectRecord, Vec<(PeerId, Vec<Multiaddr>)>), ObjectError> {
+        let name = &id.handle;
+        let len = data.len() as u64;
+        let peers = self.transport.usable_peers().await?;
+        // Peers without room for a shard are not usable for this object.
+        let room = |p: &UsablePeer, k: u64| {
+            let body = if k <= 1 { len } else { len.div_ceil(k) + 1 };
+            p.free >= body + super::header::header_len(body) as u64
+        };
+        let with_room: Vec<&UsablePeer> = peers
+            .iter()
+            .filter(|p| room(p, u64::from(self.goal.losses_survivable).max(1)))
+            .collect();
+        let profiles: Vec<_> = with_room.iter().map(|p| p.profile.clone()).collect();
+        let placement = choose_placement(&profiles, &self.goal, len).map_err(|e| match e {
+            PolicyError::NotEnoughPeers { usable, needed } => ObjectError::NotEnoughPeers {
+                name: name.clone(),
+                usable,
+                needed,
+            },
+            PolicyError::InvalidGoal(why) => ObjectError::InvalidGoal(why),
+        })?;
+        let n = u16::try_from(placement.n).map_err(|_| ObjectError::InvalidGoal("n too large"))?;
+        let k = if len == 0 {
+            1
+        } else {
+            u16::try_from(placement.k).map_err(|_| ObjectError::InvalidGoal("k too large"))?
+        };
+        let sealed_name = seal(&self.keys, &tag, id).ok_or(ObjectError::Keys {
+            reason: "cannot seal the object name".into(),
+        })?;
+        let keys = self.keys.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let bodies = erasure::encode(&data, k, n)?;
+            let body_len = shard_len(len, k);
+            let block_size = block_size_for(body_len);
+            let mut shards = Vec::with_capacity(bodies.len());
+            for (i, body) in bodies.iter().enumerate() {
+                let header = ShardHeader {
+                    owner: keys.owner_id(),
+                    tag,
+                    sealed_name,
+                    index: u16::try_from(i).unwrap_or(u16::MAX),
+                    k,
+                    n,
+                    object_len: len,
+                    body_len,
+                    body_hash: *blake3::hash(body).as_bytes(),
+                    block_size,
+                    blocks: block_hashes(body, block_size),
+                };
+                let head = header.encode(keys.header_key());
+                let mut bytes = Vec::with_capacity(head.len() + body.len());
+                bytes.extend_from_slice(&head);
+                bytes.extend_from_slice(body);
+                shards.push((header, Bytes::from(bytes)));
+            }
+            Ok::<_, ObjectError>(shards)
+        })
+        .await
+        .map_err(|e| ObjectError::Task(e.to_string()))??;
+
+        let owner = self.keys.owner_id();
+        let chosen: Vec<&UsablePeer> = placement
+            .peers
+            .iter()
+            .filter_map(|&i| with_room.get(i).copied())
+            .collect();
+        let mut spares: Vec<&UsablePeer> = with_room
+            .iter()
+            .filter(|p| !chosen.iter().any(|c| c.peer == p.peer))
+            .copied()
+            .collect();
+        let attempts = built.iter().zip(chosen.iter()).map(|((h, bytes), p)| {
+            let key = ShardKey {
+                owner,
+                tag,
+                index: h.index,
+            };
+            let peer = p.peer;
+            let bytes = bytes.clone();
+            async move { (h.index, peer, self.transport.store(peer, key, bytes).await) }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let mut placed: BTreeMap<u16, &UsablePeer> = BTreeMap::new();
+        let mut failed = Vec::new();
+        for (index, peer, result) in results {
+            match result {
+                Ok(()) => {
+                    if let Some(p) = chosen.iter().find(|c| c.peer == peer) {
+                        placed.insert(index, *p);
+                    }
+                }
+                Err(e) => failed.push((index, e)),
+            }
+        }
+        let mut first_error = None;
+        for (index, error) in failed {
+            tracing::warn!(%error, index, object = %name, "shard upload failed; trying a spare peer");
+            let mut done = false;
+            let Some((_, bytes)) = built.get(usize::from(index)) else {
+                continue;
+            };
+            while let Some(spare) = spares.pop() {
+                let key = ShardKey { owner, tag, index };
+                match self.transport.store(spare.peer, key, bytes.clone()).await {
+                    Ok(()) => {
+                        placed.insert(index, spare);
+                        done = true;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, index, "spare peer refused the shard"),
+                }
+            }
+            if !done {
+                first_error.get_or_insert(error.to_string());
+            }
+        }
+        if placed.len() < usize::from(n) {
+            let stored: Vec<(PeerId, u16)> = placed.iter().map(|(i, p)| (p.peer, *i)).collect();
+            self.delete_shards(tag, stored).await?;
+            return Err(ObjectError::Upload {
+                name: name.clone(),
+                failures: usize::from(n) - placed.len(),
+                first: first_error.unwrap_or_else(|| "no peer took the shard".into()),
+            });
+        }
+        let header_len = built.first().map_or(0, |(h, _)| {
+            u32::try_from(h.encoded_len()).unwrap_or(u32::MAX)
+        });
+        let data_count = usize::from(k);
+        let record = ObjectRecord {
+            tag: tag.0,
+            written: id.written,
+            object_len: len,
+            k,
+            n,
+            header_len,
+            block_size: built.first().map_or(0, |(h, _)| h.block_size),
+            shards: built
+                .iter()
+                .map(|(h, _)| ShardRecord {
+                    index: h.index,
+                    peers: placed
+                        .get(&h.index)
+                        .map(|p| vec![p.peer.to_bytes()])
+                        .unwrap_or_default(),
+                    body_hash: h.body_hash,
+                })
+                .collect(),
+            data_blocks: built
+                .iter()
+                .take(data_count)
+                .map(|(h, _)| h.blocks.clone())
+                .collect(),
+        };
+        let holders = placed.values().map(|p| (p.peer, p.addrs.clone())).collect();
+        Ok((record, holders))
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, name: &Handle) -> Result<Bytes, ObjectError> {
+        let record = self.record(name).await?;
+        self.read_whole(name, &record).await
+    }
+
+    /// The size of an object, if it exists.
+    pub async fn stat(&self, name: &Handle) -> Result<Option<u64>, ObjectError> {
+        Ok(self.find(name).await?.map(|r| r.object_len))
+    }
+
+    /// Objects of `kind` whose names start with `prefix`, with their sizes.
+    pub async fn list(&self, kind: Kind, prefix: &str) -> Result<Vec<(Handle, u64)>, ObjectError> {
+        let prefix = prefix.to_owned();
+        self.in_map(move |m| m.list(kind, &prefix)).await
+    }
+
+    /// Deletes an object and all its shards; deleting a missing object is
+    /// not an error. Shards on unreachable holders are deleted later.
+    pub async fn delete(&self, name: &Handle) -> Result<(), ObjectError> {
+        let h = name.clone();
+        if let Some(record) = self.in_map(move |m| m.remove(&h)).await? {
+            self.delete_shards(record.tag(), record.placements())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn record(&self, name: &Handle) -> Result<ObjectRecord, ObjectError> {
+        self.find(name)
+            .await?
+            .ok_or_else(|| ObjectError::NotFound(name.clone()))
+    }
+
+    /// The record of `name`. A name the map does not know may have been
+    /// written by another machine of this owner: the first miss of a
+    /// session refreshes the map from the holders before answering.
+    async fn find(&self, name: &Handle) -> Result<Option<ObjectRecord>, ObjectError> {
+        use std::sync::atomic::Ordering;
+        let h = name.clone();
+        if let Some(r) = self.in_map(move |m| m.get(&h)).await? {
+            return Ok(Some(r));
+        }
+        if self.refreshed.swap(true, Ordering::Relaxed) {
+            return Ok(None);
+        }
+        tracing::debug!(object = %name, "not in the placement map; refreshing it from the holders");
+        self.rebuild_map().await?;
+        let h = name.clone();
+        self.in_map(move |m| m.get(&h)).await
+    }
+
+    /// Deletes shards, remembering those whose holder did not answer.
+    pub(crate) async fn delete_shards(
+        &self,
+        tag: ObjectTag,
+        placements: Vec<(PeerId, u16)>,
+    ) -> Result<(), ObjectError> {
+        let mut by_peer: BTreeMap<PeerId, Vec<(ObjectTag, u16)>> = BTreeMap::new();
+        for (peer, index) in placements {
+            by_peer.entry(peer).or_default().push((tag, index));
+        }
+        let results =
+            futures::future::join_all(by_peer.into_iter().map(|(peer, shards)| async move {
+                let r = self.transport.delete(peer, shards.clone()).await;
+                (peer, shards, r)
+            }))
+            .await;
+        let mut pending = Vec::new();
+        for (peer, shards, r) in results {
+            if let Err(e) = r {
+                tracing::warn!(%peer, error = %e, "shard delete postponed");
+                pending.extend(shards.into_iter().map(|(t, i)| (peer, t, i)));
+            }
+        }
+        if !pending.is_empty() {
+            self.in_map(move |m| m.add_pending_deletes(&pending))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Retries deletes postponed because their holder was unreachable.
+    pub async fn retry_pending_deletes(&self) -> Result<(), ObjectError> {
+        let pending = self.in_map(|m| m.pending_deletes()).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        for (peer, tag, index) in pending {
+            match self.transport.delete(peer, vec![(tag, index)]).await {
+                Ok(_) | Err(TransportError::NotFound { .. }) => done.push((peer, tag, index)),
+                Err(_) => {}
+            }
+        }
+        self.in_map(move |m| m.clear_pending_deletes(&done)).await
+    }
+
+    /// Fetches and verifies one whole shard.
+    async fn fetch_shard(
+        &self,
+        record: &ObjectRecord,
+        peer: PeerId,
+        index: u16,
+    ) -> Result<GoodShard, String> {
+        let key = ShardKey {
+            owner: self.keys.owner_id(),
+            tag: record.tag(),
+            index,
+        };
+        let body_len = shard_len(record.object_len, record.k);
+        let max = u64::from(record.header_len) + body_len;
+        let fetched = self.transport.fetch(peer, key, 0, None, max).await;
+        self.note_reachable(peer, fetched.as_ref().err());
+        let bytes = fetched.map_err(|e| e.to_string())?;
+        let (header, hlen) =
+            ShardHeader::decode(&bytes, self.keys.header_key()).map_err(|e| e.to_string())?;
+        if header.owner != key.owner
+            || header.tag != key.tag
+            || header.index != index
+            || header.k != record.k
+            || header.n != record.n
+            || header.object_len != record.object_len
+        {
+            return Err("shard header does not describe the expected shard".into());
+        }
+        let body = bytes.slice(hlen.min(bytes.len())..);
+        if body.len() as u64 != body_len {
+            return Err(format!(
+                "shard body has {} bytes, {body_len} expected",
+                body.len()
+            ));
+        }
+        let hash = *blake3::hash(&body).as_bytes();
+        let expected = record
+            .shards
+            .iter()
+            .find(|s| s.index == index)
+            .map_or(header.body_hash, |s| s.body_hash);
+        if hash != header.body_hash || hash != expected {
+            return Err("shard body hash does not match".into());
+        }
+        Ok(GoodShard { index, body })
+    }
+
+    /// Reads a whole object from the first `k` good shards.
+    pub(crate) async fn read_whole(
+        &self,
+        name: &Handle,
+        record: &ObjectRecord,
+    ) -> Result<Bytes, ObjectError> {
+        let k = usize::from(record.k);
+        // Data shards first: with all of them no decoding is needed.
+        let mut candidates = record.placements();
+        candidates.sort_by_key(|(p, i)| (self.is_away(p), *i >= record.k, *i));
+        let mut good: BTreeMap<u16, Bytes> = BTreeMap::new();
+        let mut in_flight: BTreeSet<u16> = BTreeSet::new();
+        let mut running = FuturesUnordered::new();
+        let mut problems = Vec::new();
+        loop {
+            // With k = 1 any copy will do, so one fetch at a time suffices.
+            while good.len() + running.len() < k {
+                let Some(pos) = candidates.iter().position(|(_, i)| {
+                    !good.contains_key(i) && (record.k == 1 || !in_flight.contains(i))
+                }) else {
+                    break;
+                };
+                let (peer, index) = candidates.remove(pos);
+                in_flight.insert(index);
+                running.push(
+                    async move { (peer, index, self.fetch_shard(record, peer, index).await) },
+                );
+            }
+            let Some((peer, index, result)) = running.next().await else {
+                break;
+            };
+            in_flight.remove(&index);
+            match result {
+                Ok(shard) => {
+                    good.insert(shard.index, shard.body);
+                }
+                Err(reason) => {
+                    self.report(peer, record.tag(), index, reason.clone());
+                    problems.push(format!("shard {index} on {peer}: {reason}"));
+                }
+            }
+            if good.len() >= k {
+                break;
+            }
+        }
+        if good.len() < k {
+            return Err(ObjectError::Unavailable {
+                name: name.clone(),
+                good: good.len(),
+                needed: k,
+                problems: if problems.is_empty() {
+                    "no holder known".into()
+                } else {
+                    problems.join("; ")
+                },
+            });
+        }
+        if record.k == 1 {
+            return good.into_values().next().ok_or(ObjectError::Erasure {
+                reason: "no copy".into(),
+            });
+        }
+        let (object_len, kk, n) = (record.object_len, record.k, record.n);
+        tokio::task::spawn_blocking(move || {
+            let shards: Vec<(u16, &[u8])> = good.iter().map(|(i, b)| (*i, b.as_ref())).collect();
+            erasure::decode(object_len, kk, n, &shards).map(Bytes::from)
+        })
+        .await
+        .map_err(|e| ObjectError::Task(e.to_string()))?
+    }
+
+    /// Reads `len` bytes at `offset` of an object.
+    pub async fn get_range(
+        &self,
+        name: &Handle,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, ObjectError> {
+        let record = self.record(name).await?;
+        let end = offset.checked_add(len).filter(|e| *e <= record.object_len);
+        let Some(end) = end else {
+            return Err(ObjectError::OutOfRange {
+                name: name.clone(),
+                size: record.object_len,
+                offset,
+                len,
+            });
+        };
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        if offset == 0 && end == record.object_len {
+            // The whole object (restores read whole packs): the whole-shard
+            // path needs no block bookkeeping and, with holders away, goes
+            // straight to the shards that are there.
+            return self.read_whole(name, &record).await;
+        }
+        match self.read_range(&record, offset, end).await {
+            Some(bytes) => Ok(bytes),
+            None => {
+                let whole = self.read_whole(name, &record).await?;
+                let (a, b) = (
+                    usize::try_from(offset).unwrap_or(usize::MAX),
+                    usize::try_from(end).unwrap_or(usize::MAX),
+                );
+                if b > whole.len() {
+                    return Err(ObjectError::OutOfRange {
+                        name: name.clone(),
+                        size: whole.len() as u64,
+                        offset,
+                        len,
+                    });
+                }
+                Ok(whole.slice(a..b))
+            }
+        }
+    }
+
+    /// Reads `[offset, end)` from the data shards alone, verifying each
+    /// block; `None` when that is not possible (a data shard unreachable or
+    /// bad), and the caller rebuilds the whole object instead.
+    async fn read_range(&self, record: &ObjectRecord, offset: u64, end: u64) -> Option<Bytes> {
+        let s = shard_len(record.object_len, record.k);
+        let bs = u64::from(record.block_size);
+        if s == 0 || bs == 0 {
+            return None;
+        }
+        let first = offset / s;
+        let last = (end - 1) / s;
+        let parts = (first..=last).map(|i| {
+            let a = offset.max(i * s) - i * s;
+            let b = end.min((i + 1) * s) - i * s;
+            async move {
+                let index = u16::try_from(i).ok()?;
+                self.read_data_part(record, index, a, b).await
+            }
+        });
+        let parts = futures::future::join_all(parts).await;
+        let mut out = Vec::with_capacity(usize::try_from(end - offset).ok()?);
+        for p in parts {
+            out.extend_from_slice(&p?);
+        }
+        Some(Bytes::from(out))
+    }
+
+    /// Bytes `[a, b)` of data shard `index`, block-verified.
+    async fn read_data_part(
+        &self,
+        record: &ObjectRecord,
+        index: u16,
+        a: u64,
+        b: u64,
+    ) -> Option<Bytes> {
+        let s = shard_len(record.object_len, record.k);
+        let bs = u64::from(record.block_size);
+        let blocks = record
+            .data_blocks
+            .get(if record.k == 1 { 0 } else { usize::from(index) })?;
+        let first_block = a / bs;
+        let last_block = (b - 1) / bs;
+        let fetch_start = first_block * bs;
+        let fetch_end = ((last_block + 1) * bs).min(s);
+        // Holders that were just unreachable are skipped: rebuilding from
+        // other shards is quicker than waiting on them again.
+        let holders: Vec<(PeerId, u16)> = record
+            .placements()
+            .into_iter()
+            .filter(|(p, i)| (record.k == 1 || *i == index) && !self.is_away(p))
+            .collect();
+        for (peer, shard_index) in holders {
+            let key = ShardKey {
+                owner: self.keys.owner_id(),
+                tag: record.tag(),
+                index: shard_index,
+            };
+            let len = fetch_end - fetch_start;
+            let got = self
+                .transport
+                .fetch(
+                    peer,
+                    key,
+                    u64::from(record.header_len) + fetch_start,
+                    Some(len),
+                    len,
+                )
+                .await;
+            self.note_reachable(peer, got.as_ref().err());
+            let bytes = match got {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.report(peer, key.tag, shard_index, e.to_string());
+                    continue;
+                }
+            };
+            if bytes.len() as u64 != len {
+                self.report(peer, key.tag, shard_index, "short ranged read".into());
+                continue;
+            }
+            let verified = bytes
+                .chunks(usize::try_from(bs).ok()?)
+                .zip(blocks.iter().skip(usize::try_from(first_block).ok()?))
+                .all(|(block, hash)| blake3::hash(block).as_bytes() == hash)
+                && u64::try_from(blocks.len()).ok()? > last_block;
+            if !verified {
+                self.report(
+                    peer,
+                    key.tag,
+                    shard_index,
+                    "block hash does not match".into(),
+                );
+                continue;
+            }
+            let from = usize::try_from(a - fetch_start).ok()?;
+            let to = usize::try_from(b - fetch_start).ok()?;
+            return Some(bytes.slice(from..to));
+        }
+        None
+    }
+
+    /// Writes a new root capsule naming every holder to every holder, then
+    /// deletes the generation it replaces.
+    pub async fn write_capsule(&self) -> Result<(), ObjectError> {
+        let _one_at_a_time = self.capsule_lock.lock().await;
+        let holders = self.in_map(|m| m.holders()).await?;
+        let previous = self.in_map(|m| m.capsule_generation()).await?;
+        let capsule = RootCapsule {
+            generation: previous + 1,
+            written_ns: i64::try_from(now_ns()).unwrap_or(i64::MAX),
+            holders: holders.clone(),
+        };
+        let bytes = Bytes::from(capsule.seal(&self.keys).ok_or(ObjectError::Keys {
+            reason: "cannot seal the root capsule".into(),
+        })?);
+        let owner = self.keys.owner_id();
+        let tag = self.keys.capsule_tag();
+        let key = ShardKey {
+            owner,
+            tag,
+            index: capsule.index(),
+        };
+        let old_index = (previous % 65536) as u16;
+        let stores = holders.iter().map(|(peer, _)| {
+            let bytes = bytes.clone();
+            async move {
+                let r = self.transport.store(*peer, key, bytes).await;
+                if r.is_ok() && previous > 0 && old_index != key.index {
+                    let _ = self.transport.delete(*peer, vec![(tag, old_index)]).await;
+                }
+                (peer, r)
+            }
+        });
+        let mut stored = 0;
+        for (peer, r) in futures::future::join_all(stores).await {
+            match r {
+                Ok(()) => stored += 1,
+                Err(e) => tracing::warn!(%peer, error = %e, "root capsule not stored"),
+            }
+        }
+        tracing::debug!(
+            generation = capsule.generation,
+            stored,
+            "root capsule written"
+        );
+        let generation = capsule.generation;
+        self.in_map(move |m| m.set_capsule_generation(generation))
+            .await
+    }
+
+    /// Reads the newest root capsule that any of `peers` holds.
+    pub async fn read_capsule(&self, peers: &[PeerId]) -> Option<RootCapsule> {
+        let tag = self.keys.capsule_tag();
+        let owner = self.keys.owner_id();
+        let mut best: Option<RootCapsule> = None;
+        for peer in peers {
+            let Ok(holdings) = self.transport.holdings(*peer).await else {
+                continue;
+            };
+            for h in holdings.iter().filter(|h| h.tag == tag) {
+                let key = ShardKey {
+                    owner,
+                    tag,
+                    index: h.index,
+                };
+                let max = super::capsule::MAX_CAPSULE_LEN as u64;
+                let Ok(bytes) = self.transport.fetch(*peer, key, 0, None, max).await else {
+                    continue;
+                };
+                match RootCapsule::open(&self.keys, &bytes) {
+                    Some(c) if best.as_ref().is_none_or(|b| c.generation > b.generation) => {
+                        best = Some(c)
+                    }
+                    Some(_) => {}
+                    None => self.report(*peer, tag, h.index, "root capsule does not open".into()),
+                }
+            }
+        }
+        best
+    }
+}
