@@ -58,6 +58,14 @@ pub(crate) struct Global {
     /// Print more detail (repeat for debug logs).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+    /// The local node folder (for `peer` commands and `peers://` repositories).
+    #[arg(
+        long = "node",
+        env = "KITH_NODE_DIR",
+        global = true,
+        value_name = "DIR"
+    )]
+    pub(crate) node: Option<PathBuf>,
     /// After how long without a refresh another process's lock or backup session counts as abandoned, e.g. `30min` (the default) or `90s`.
     #[arg(long, env = "KITH_STALE_AFTER", global = true, value_name = "DURATION")]
     pub(crate) stale_after: Option<String>,
@@ -107,6 +115,67 @@ pub(crate) enum Command {
     Copy(CopyArgs),
     /// Browse snapshots as a read-only file system (FUSE) until unmounted.
     Mount(MountArgs),
+    /// Create, run and inspect the local node that holds friends' shards and stores yours on them.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Make friends with other nodes and see them.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Create a node: a folder with an identity and a config (docs/NODE.md).
+    Init(NodeInitArgs),
+    /// Run the node in the foreground until SIGTERM or SIGINT.
+    Run(NodeDirArgs),
+    /// Print the node's peer id and addresses (`--json`: `peer_id`, `addresses`).
+    Info(NodeDirArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeDirArgs {
+    /// The node folder.
+    #[arg(long, env = "KITH_NODE_DIR", value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeInitArgs {
+    /// The node folder to create.
+    #[arg(long, env = "KITH_NODE_DIR", value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// Address to listen on, e.g. `/ip4/0.0.0.0/tcp/7412` (repeatable; default: TCP and QUIC on port 7412).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) listen: Vec<String>,
+    /// DHT bootstrap peer, ending in `/p2p/<peer id>` (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) bootstrap: Vec<String>,
+    /// Space offered to friends' shards, e.g. `50G` (default 10 GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) quota: Option<String>,
+    /// Find peers on the local network with multicast DNS.
+    #[arg(long)]
+    pub(crate) mdns: bool,
+    /// Tell peers this node is always on (a NAS, a desktop that stays up).
+    #[arg(long)]
+    pub(crate) always_on: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PeerCommand {
+    /// Print a one-time invite code for another node (alone on stdout).
+    Invite,
+    /// Redeem another node's invite code: both become friends.
+    Add(PeerAddArgs),
+    /// List friends and discovered peers with their state and the bytes held each way.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PeerAddArgs {
+    /// The invite code (`kith-invite-…`).
+    pub(crate) code: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,8 @@ pub(crate) enum CliError {
     Engine(#[from] kith_engine::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Node(#[from] kith_node::NodeError),
     /// The config file or profile is wrong (exit 2).
     #[error("{0}")]
     Config(String),
@@ -23,6 +25,7 @@ impl CliError {
         match self {
             CliError::Engine(e) => exit::code_for(e),
             CliError::Usage(_) => exit::ERROR,
+            CliError::Node(e) => exit::node_code_for(e),
             CliError::Config(_) => exit::USAGE,
             CliError::Mountpoint(_) => exit::MOUNTPOINT,
             CliError::Output(_) => exit::ERROR,

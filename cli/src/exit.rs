@@ -24,6 +24,10 @@ pub(crate) const NOT_FOUND: u8 = 13;
 pub(crate) const TARGET_NOT_EMPTY: u8 = 14;
 /// The mount point is missing, not a folder, not empty, or in use.
 pub(crate) const MOUNTPOINT: u8 = 15;
+/// The node is not running (no daemon answers on its control socket).
+pub(crate) const NODE_NOT_RUNNING: u8 = 16;
+/// No node in the folder given.
+pub(crate) const NO_NODE: u8 = 17;
 /// Interrupted by a signal.
 pub(crate) const INTERRUPTED: u8 = 130;
 
@@ -39,6 +43,15 @@ pub(crate) fn code_for(e: &Error) -> u8 {
         Error::TargetNotEmpty(_) => TARGET_NOT_EMPTY,
         Error::Interrupted => INTERRUPTED,
         e if e.is_damage() => DAMAGED,
+        _ => ERROR,
+    }
+}
+
+/// The exit code for a node error.
+pub(crate) fn node_code_for(e: &kith_node::NodeError) -> u8 {
+    match e {
+        kith_node::NodeError::NotRunning { .. } => NODE_NOT_RUNNING,
+        kith_node::NodeError::NoNode { .. } => NO_NODE,
         _ => ERROR,
     }
 }

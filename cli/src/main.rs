@@ -55,12 +55,16 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<u8, CliError> {
         Command::Prune(a) => cmd::prune::run(ctx, a).await,
         Command::Copy(a) => cmd::copy::run(ctx, a).await,
         Command::Mount(a) => cmd::mount::run(ctx, a).await,
+        Command::Node(c) => cmd::node::run(ctx, c).await,
+        Command::Peer(c) => cmd::peer::run(ctx, c).await,
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, daemon: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
+        // A daemon's log is its only output.
+        (_, 0) if daemon => "info",
         (_, 0) => "warn",
         (_, 1) => "info",
         _ => "debug",
@@ -78,7 +82,8 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn main() -> ExitCode {
     tune_allocator();
     let mut cli = Cli::parse();
-    init_logging(cli.global.verbose, cli.global.quiet);
+    let daemon = matches!(cli.command, Command::Node(args::NodeCommand::Run(_)));
+    init_logging(cli.global.verbose, cli.global.quiet, daemon);
     if !matches!(cli.command, Command::Generate(_)) {
         match profile::load(&cli.global) {
             Ok(Some(p)) => profile::apply(&p, &mut cli.global, &mut cli.command),
@@ -101,8 +106,9 @@ fn main() -> ExitCode {
     };
     let ctx = Context { global: cli.global };
     let result = runtime.block_on(async {
-        if matches!(cli.command, Command::Mount(_)) {
-            // mount handles Ctrl-C itself: it must unmount before exiting.
+        if daemon || matches!(cli.command, Command::Mount(_)) {
+            // The daemon handles SIGINT and SIGTERM itself and stops
+            // cleanly; mount handles Ctrl-C itself: it must unmount first.
             return dispatch(&ctx, &cli.command).await;
         }
         tokio::select! {

@@ -64,6 +64,15 @@ pub enum NetEvent {
     },
     /// A peer opened a shard stream (store or fetch).
     InboundShard(InboundShard),
+    /// A connected peer told us (identify) the addresses it listens on.
+    /// Self-reported, so not proof of anything: the node may record them
+    /// for a friend, but must not trust them for strangers.
+    PeerIdentified {
+        /// The peer.
+        peer: PeerId,
+        /// The addresses it says it listens on.
+        listen_addrs: Vec<Multiaddr>,
+    },
 }
 
 pub(crate) type ResponseQueue = mpsc::Sender<(ResponseChannel<ControlResponse>, ControlResponse)>;

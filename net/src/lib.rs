@@ -72,4 +72,4 @@ pub use message::{
 pub use shard::{InboundFetch, InboundShard, InboundStore, StoreBody, CHUNK, SHARD_PROTOCOL};
 
 /// Re-exported so the node names peers, addresses and keys with the same types.
-pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
+pub use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};

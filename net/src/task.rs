@@ -275,12 +275,19 @@ impl Task {
         match ev {
             BehaviourEvent::Control(ev) => self.on_control(ev),
             BehaviourEvent::Kad(ev) => self.on_kad(ev),
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&KAD_PROTOCOL) =>
-            {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in &info.listen_addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
                 }
+                self.emit(NetEvent::PeerIdentified {
+                    peer: peer_id,
+                    listen_addrs: info.listen_addrs,
+                });
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();

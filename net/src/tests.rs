@@ -787,7 +787,9 @@ async fn peer_events_reach_the_node_and_shutdown_stops_the_handle() {
                     assert_eq!(peer, a.local_peer_id());
                     break;
                 }
-                NetEvent::Listening { .. } | NetEvent::PeerDiscovered { .. } => {}
+                NetEvent::Listening { .. }
+                | NetEvent::PeerDiscovered { .. }
+                | NetEvent::PeerIdentified { .. } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -798,7 +800,9 @@ async fn peer_events_reach_the_node_and_shutdown_stops_the_handle() {
                     assert_eq!(peer, a.local_peer_id());
                     break;
                 }
-                NetEvent::Listening { .. } | NetEvent::PeerDiscovered { .. } => {}
+                NetEvent::Listening { .. }
+                | NetEvent::PeerDiscovered { .. }
+                | NetEvent::PeerIdentified { .. } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }

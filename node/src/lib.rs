@@ -1,11 +1,9 @@
 //! The long-running kith node: the peer backend (erasure-coded shards on
-//! friends' machines), placement, audits, repair, the hold of others'
-//! shards, scheduled backups and the local control API.
+//! friends' machines), placement, the hold of others' shards, friends,
+//! the local control socket the CLI talks to, and the owner side.
 //!
-//! The node is built up in steps (see ARCHITECTURE.md). What is here now:
-//! - [`policy`]: the pure function that chooses how many shards to cut an
-//!   object into and how many are needed to rebuild it, shared by the node's
-//!   placement and by the durability simulator.
+//! - [`policy`]: how many shards, how many to rebuild, on which peers;
+//!   shared with the durability simulator.
 //! - [`transport`]: [`transport::ShardTransport`], the seam between the
 //!   owner side and the network.
 //! - [`objects`]: the owner side: [`objects::OwnerKeys`] derived from the
@@ -17,6 +15,12 @@
 //! - [`peer_backend`]: [`peer_backend::PeerBackend`], the storage
 //!   `Backend` over the object store, so every engine command works on peers.
 //! - [`fuzz`]: entry points for fuzzing the node's decoders.
+//! - [`NodeDir`], [`NodeConfig`]: a node's folder and its config.
+//! - [`daemon`]: `kith node run`: the swarm, the hold, friends, invites and
+//!   the control socket.
+//! - [`control`]: the control socket's protocol and its client, which
+//!   includes a [`transport::ShardTransport`] over a running daemon.
+//! - [`net_transport`]: the daemon's [`transport::ShardTransport`] over kith-net.
 //!
 //! Storing and reading an object on five in-memory peers, then reading it
 //! on a fresh machine that knows only the master secret and one peer:
@@ -53,8 +57,26 @@
 //! # });
 //! ```
 
+pub mod config;
+pub mod control;
+pub mod daemon;
+mod error;
+mod friends;
 pub mod fuzz;
+pub mod hold;
+pub mod invite;
+mod layout;
+pub mod net_transport;
 pub mod objects;
 pub mod peer_backend;
+mod peers;
 pub mod policy;
+pub mod size;
+mod state;
 pub mod transport;
+
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use friends::FriendRecord;
+pub use kith_net::{Multiaddr, PeerId};
+pub use layout::NodeDir;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod netns;
+pub mod node;
 pub mod proxy;
 pub mod servers;
 

@@ -12,6 +12,8 @@ pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ls;
 pub(crate) mod mount;
+pub(crate) mod node;
+pub(crate) mod peer;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod restore;

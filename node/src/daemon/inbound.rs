@@ -1,0 +1,326 @@
+//! Answers what other peers ask of this node: control requests (quota,
+//! challenges, holdings, deletes, invites) and shard streams (stores into
+//! the hold, fetches out of it), and keeps the peer book up to date.
+
+use std::sync::Arc;
+
+use kith_net::{
+    ControlRequest, ControlResponse, ErrorCode, ErrorReply, InboundFetch, InboundShard,
+    InboundStore, NetEvent, PeerId, MAX_HOLDINGS_PAGE,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
+    sync::mpsc,
+};
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use super::Shared;
+
+pub(super) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<NetEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            NetEvent::InboundRequest {
+                peer,
+                request,
+                responder,
+            } => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let answer = answer(&shared, peer, request).await;
+                    if let Err(e) = responder.respond(answer).await {
+                        tracing::debug!(%peer, %e, "cannot answer a control request");
+                    }
+                });
+            }
+            NetEvent::InboundShard(InboundShard::Store(store)) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { receive(&shared, store).await });
+            }
+            NetEvent::InboundShard(InboundShard::Fetch(fetch)) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { serve(&shared, fetch).await });
+            }
+            NetEvent::PeerConnected { peer, addr } => {
+                tracing::info!(%peer, %addr, friend = shared.book.is_friend(&peer), "connected");
+            }
+            NetEvent::PeerDisconnected { peer } => {
+                tracing::info!(%peer, "disconnected");
+                shared.auth.forget_peer(&peer);
+            }
+            NetEvent::PeerDiscovered {
+                peer,
+                addrs,
+                source,
+            } => {
+                tracing::debug!(%peer, ?source, "discovered");
+                shared.book.on_discovered(peer, addrs, source);
+                if shared.book.is_friend(&peer) {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        let _ = shared.book.connect(&shared.net, peer).await;
+                    });
+                }
+            }
+            NetEvent::PeerIdentified { peer, listen_addrs } => {
+                shared.book.on_identified(peer, listen_addrs);
+            }
+            NetEvent::Listening { addr } => tracing::info!(%addr, "listening"),
+            other => tracing::debug!(?other, "ignoring a network event"),
+        }
+    }
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> ControlResponse {
+    ControlResponse::Error(ErrorReply::new(code, message))
+}
+
+fn internal(e: &crate::NodeError) -> ControlResponse {
+    tracing::error!(%e, "failed to answer a request");
+    refused(ErrorCode::Internal, "the holder failed internally")
+}
+
+async fn answer(shared: &Shared, peer: PeerId, request: ControlRequest) -> ControlResponse {
+    let hold = &shared.hold;
+    let local = shared.net.local_peer_id();
+    match request {
+        ControlRequest::Quota => ControlResponse::Quota(hold.quota_report(
+            &peer,
+            shared.book.is_friend(&peer),
+            shared.config.always_on,
+        )),
+        ControlRequest::Challenge { owner } => match hold.knows_owner(&owner) {
+            Ok(true) => ControlResponse::Challenge {
+                nonce: shared.auth.issue(peer, owner),
+            },
+            Ok(false) => refused(ErrorCode::NotFound, "no shards are held for this owner"),
+            Err(e) => internal(&e),
+        },
+        ControlRequest::ListHoldings {
+            proof,
+            after,
+            limit,
+        } => {
+            if let Err(reply) = shared.auth.check(peer, &proof, &local) {
+                return ControlResponse::Error(reply);
+            }
+            let limit = limit.min(MAX_HOLDINGS_PAGE) as usize;
+            match hold.list(&proof.owner, after, limit) {
+                Ok((shards, more)) => ControlResponse::Holdings { shards, more },
+                Err(e) => internal(&e),
+            }
+        }
+        ControlRequest::Delete { proof, shards } => {
+            if let Err(reply) = shared.auth.check(peer, &proof, &local) {
+                return ControlResponse::Error(reply);
+            }
+            match hold.delete(&proof.owner, &shards) {
+                Ok(count) => ControlResponse::Deleted { count },
+                Err(e) => internal(&e),
+            }
+        }
+        ControlRequest::ShardStatus { key } => {
+            if !shared.book.is_friend(&peer) && !shared.auth.is_proven(peer, key.owner) {
+                return refused(ErrorCode::Unauthorized, "only friends may ask");
+            }
+            match hold.status(&key) {
+                Ok(status) => ControlResponse::ShardStatus(status),
+                Err(e) => internal(&e),
+            }
+        }
+        ControlRequest::RedeemInvite { secret } => match shared.book.friends().redeem(&secret) {
+            Ok(true) => match shared.book.add_friend(peer, &[]) {
+                Ok(()) => {
+                    tracing::info!(%peer, "invite redeemed: a new friend");
+                    ControlResponse::InviteAccepted
+                }
+                Err(e) => internal(&e),
+            },
+            Ok(false) => refused(
+                ErrorCode::InvalidInvite,
+                "unknown, used or expired invite; ask for a new one",
+            ),
+            Err(e) => internal(&e),
+        },
+        _ => refused(ErrorCode::Unsupported, "unknown request"),
+    }
+}
+
+/// Receives a shard into the hold.
+async fn receive(shared: &Shared, store: InboundStore) {
+    let peer = store.peer;
+    let key = store.key;
+    if !shared.book.is_friend(&peer) {
+        let reply = ErrorReply::new(
+            ErrorCode::Unauthorized,
+            "only friends may store here; exchange an invite first",
+        );
+        let _ = store.refuse(reply).await;
+        return;
+    }
+    let ticket = match shared
+        .hold
+        .begin_store(peer, key, store.total_len, store.offset)
+    {
+        Ok(t) => t,
+        Err(reply) => {
+            tracing::info!(%peer, %reply, "store refused");
+            let _ = store.refuse(reply).await;
+            return;
+        }
+    };
+    let end = store.offset + store.len;
+    let file = async {
+        if let Some(parent) = ticket.path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&ticket.path)
+            .await?;
+        f.set_len(ticket.offset).await?;
+        f.seek(std::io::SeekFrom::Start(ticket.offset)).await?;
+        Ok::<_, std::io::Error>(f)
+    };
+    let mut file = match file.await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %ticket.path.display(), %e, "cannot open a shard file");
+            let _ = store
+                .refuse(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "the holder cannot write",
+                ))
+                .await;
+            return;
+        }
+    };
+    let mut body = match store.accept().await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(%peer, %e, "store stream failed");
+            return;
+        }
+    };
+    loop {
+        match body.next_chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = file.write_all(chunk).await {
+                    tracing::error!(%e, "cannot write a shard file");
+                    let reply = ErrorReply::new(ErrorCode::Internal, "the holder cannot write");
+                    let _ = body.refuse(reply).await;
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // The bytes written stay unconfirmed; the next start trims them.
+                tracing::info!(%peer, %e, "upload interrupted");
+                return;
+            }
+        }
+    }
+    let synced = async {
+        file.flush().await?;
+        file.sync_data().await
+    };
+    if let Err(e) = synced.await {
+        tracing::error!(%e, "cannot sync a shard file");
+        let reply = ErrorReply::new(ErrorCode::Internal, "the holder cannot write");
+        let _ = body.refuse(reply).await;
+        return;
+    }
+    match shared.hold.finish_store(&ticket, end) {
+        Ok(received) => {
+            let _ = body.finish(received).await;
+        }
+        Err(e) => {
+            tracing::error!(%e, "cannot record a stored shard");
+            let reply = ErrorReply::new(ErrorCode::Internal, "the holder cannot record");
+            let _ = body.refuse(reply).await;
+        }
+    }
+}
+
+/// Serves shard bytes to a peer that proved their owner.
+async fn serve(shared: &Shared, fetch: InboundFetch) {
+    let peer = fetch.peer;
+    let key = fetch.key;
+    if !shared.auth.is_proven(peer, key.owner) {
+        let reply = ErrorReply::new(
+            ErrorCode::Unauthorized,
+            "prove the owner (challenge, then list holdings) before fetching",
+        );
+        let _ = fetch.refuse(reply).await;
+        return;
+    }
+    let entry = match shared.hold.entry(&key) {
+        Ok(Some(e)) if e.received == e.total_len => e,
+        Ok(_) => {
+            let _ = fetch
+                .refuse(ErrorReply::new(ErrorCode::NotFound, "no such shard here"))
+                .await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(%e, "cannot read the hold index");
+            let _ = fetch
+                .refuse(ErrorReply::new(ErrorCode::Internal, "the holder failed"))
+                .await;
+            return;
+        }
+    };
+    if fetch.offset > entry.total_len {
+        let _ = fetch
+            .refuse(ErrorReply::new(
+                ErrorCode::TooLarge,
+                "offset past the shard's end",
+            ))
+            .await;
+        return;
+    }
+    let available = entry.total_len - fetch.offset;
+    let len = fetch.len.map_or(available, |l| l.min(available));
+    let path = shared.hold.path(&key);
+    let opened = async {
+        let mut f = tokio::fs::File::open(&path).await?;
+        f.seek(std::io::SeekFrom::Start(fetch.offset)).await?;
+        Ok::<_, std::io::Error>(f)
+    };
+    let file = match opened.await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), %e, "cannot open a held shard");
+            let _ = fetch
+                .refuse(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "the holder cannot read",
+                ))
+                .await;
+            return;
+        }
+    };
+    let sent = if shared.faults.corrupt_shards {
+        let mut data = Vec::new();
+        match file.take(len).read_to_end(&mut data).await {
+            Ok(_) => {
+                corrupt(&mut data);
+                fetch.send(&data).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        fetch.send_from(len, file.take(len).compat()).await
+    };
+    if let Err(e) = sent {
+        tracing::debug!(%peer, %e, "sending a shard failed");
+    }
+}
+
+/// The `corrupt-shards` fault: flips one byte in every 4 KiB.
+fn corrupt(data: &mut [u8]) {
+    for b in data.iter_mut().step_by(4096) {
+        *b ^= 0x5a;
+    }
+}
