@@ -175,6 +175,7 @@ impl IndexCache {
                 });
             match opened {
                 Ok(cache) => return Ok((cache, false)),
+                Err(e @ Error::CacheInUse(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "index cache unusable; rebuilding it");
                     std::fs::remove_file(path)
@@ -191,7 +192,11 @@ impl IndexCache {
     }
 
     fn open_existing(path: &Path, repo_id: &[u8]) -> Result<Self> {
-        let db = Database::open(path).map_err(|e| cache_err(path, e))?;
+        let db = Database::open(path).map_err(|e| match e {
+            // Another process opened it after the probe: in use, not damaged.
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::CacheInUse(path.to_owned()),
+            e => cache_err(path, e),
+        })?;
         let cache = IndexCache {
             db,
             path: path.to_owned(),
@@ -221,7 +226,10 @@ impl IndexCache {
     }
 
     fn create(path: &Path, repo_id: &[u8]) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| cache_err(path, e))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::CacheInUse(path.to_owned()),
+            e => cache_err(path, e),
+        })?;
         let cache = IndexCache {
             db,
             path: path.to_owned(),
