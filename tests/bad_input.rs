@@ -93,13 +93,7 @@ fn unknown_and_ambiguous_snapshots_exit_13() {
     assert_eq!(out.status.code(), Some(13));
     assert!(stderr_of(&out).contains("no snapshot matches"));
     // With 20 snapshots, some one-digit prefix is shared by two of them.
-    let list = env.json(&["snapshots"]);
-    let ids: Vec<String> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = env.snapshot_ids();
     let shared = "0123456789abcdef"
         .chars()
         .find(|c| ids.iter().filter(|id| id.starts_with(*c)).count() > 1)

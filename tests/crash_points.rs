@@ -45,15 +45,6 @@ fn write_tree(dir: &Path, rng: &mut Rng, files: usize, max_len: usize) {
     }
 }
 
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    env.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn killed(out: &Output) -> bool {
     out.status.signal() == Some(libc::SIGABRT)
 }
@@ -88,7 +79,7 @@ fn assert_repository_whole(env: &Env, ledger: &Ledger, source: &Path, what: &str
             describe(&again)
         );
     }
-    let listed = snapshot_ids(env);
+    let listed = env.snapshot_ids();
     for (id, tree) in &ledger.trees {
         assert!(
             listed.contains(id),
@@ -177,14 +168,14 @@ fn backups_killed_after_any_write_leave_a_whole_repository_and_lose_no_snapshot(
     let src = source.to_str().unwrap().to_owned();
 
     for round in 0..2 {
-        let before = snapshot_ids(&env);
+        let before = env.snapshot_ids();
         let (crashes, out) = crash_everywhere(&env, &["backup", &src], &[], &mut |env, n| {
             assert_repository_whole(env, &ledger, &source, &format!("backup {round}, crash {n}"));
         });
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
         assert!(crashes >= 5, "round {round}: only {crashes} write points");
         eprintln!("backup round {round}: {crashes} crash points");
-        let after = snapshot_ids(&env);
+        let after = env.snapshot_ids();
         let new: Vec<_> = after.iter().filter(|id| !before.contains(id)).collect();
         assert_eq!(new.len(), 1, "round {round}: {new:?} committed");
         let copy = env.path(&format!("copy-{round}"));
@@ -213,7 +204,7 @@ fn forget_and_tag_killed_after_any_write_keep_the_snapshots_they_keep() {
         env.ok(&["backup", source.to_str().unwrap()]);
         let copy = env.path(&format!("copy-{i}"));
         copy_tree(&source, &copy);
-        let ids = snapshot_ids(&env);
+        let ids = env.snapshot_ids();
         let id = ids
             .iter()
             .find(|id| !ledger.trees.contains_key(*id))
@@ -253,7 +244,7 @@ fn forget_and_tag_killed_after_any_write_keep_the_snapshots_they_keep() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(crashes >= 2, "forget made only {crashes} writes");
     eprintln!("forget: {crashes} crash points");
-    assert_eq!(snapshot_ids(&env), vec![newest.clone()]);
+    assert_eq!(env.snapshot_ids(), vec![newest.clone()]);
 
     // Tagging rewrites the snapshot under a new id: after any crash there
     // is the old or the new one (or both), never neither.
@@ -263,7 +254,7 @@ fn forget_and_tag_killed_after_any_write_keep_the_snapshots_they_keep() {
         &["tag", "--add", "precious", &newest[..12]],
         &[],
         &mut |env, n| {
-            let ids = snapshot_ids(env);
+            let ids = env.snapshot_ids();
             assert!(!ids.is_empty(), "tag, crash {n}: no snapshot left");
             for id in ids {
                 let target = env.path("tag-restore");
@@ -360,7 +351,7 @@ fn prunes_killed_after_any_write_lose_no_kept_snapshot() {
         env.ok(&["backup", source.to_str().unwrap(), "-q"]);
     }
     env.ok(&["forget", "--keep-last", "1"]);
-    let kept_id = snapshot_ids(&env).remove(0);
+    let kept_id = env.snapshot_ids().remove(0);
     let copy = env.path("copy");
     copy_tree(&source, &copy);
     let kept = Ledger {

@@ -288,13 +288,7 @@ fn every_verb_answers_an_unknown_or_ambiguous_snapshot_with_exit_13() {
         fs::write(src.join("f"), format!("{i}")).unwrap();
         env.ok(&["backup", src.to_str().unwrap(), "-q"]);
     }
-    let ids: Vec<String> = env
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = env.snapshot_ids();
     let shared = "0123456789abcdef"
         .chars()
         .find(|c| ids.iter().filter(|id| id.starts_with(*c)).count() > 1)

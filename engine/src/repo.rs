@@ -222,19 +222,8 @@ impl Repository {
             earlier: Vec::new(),
         };
         let material = KeyMaterial::Full(MasterSecretBytes(*master.as_bytes()));
-        let key = KeyFile::create(
-            &material,
-            password.as_bytes(),
-            options.kdf,
-            &host_name(),
-            &user_name(),
-            now_ns(),
-        )?;
-        let key_id = KeyId(hash_of(key.bytes()));
-        let handle = Handle::new(Kind::Key, key_id.to_hex())?;
-        backend
-            .put(&handle, Bytes::copy_from_slice(key.bytes()))
-            .await?;
+        let key_id =
+            put_key_file(backend.as_ref(), material.clone(), password, options.kdf).await?;
         // The config is written last: a repository without one does not exist yet.
         backend
             .put(&Handle::config(), Bytes::from(config.to_bytes(&signer)))
@@ -838,27 +827,7 @@ impl Repository {
             }
             Access::WriteOnly => KeyMaterial::WriteOnly(self.write_keys.clone()),
         };
-        let password = password.to_owned();
-        let key = tokio::task::spawn_blocking(move || {
-            KeyFile::create(
-                &material,
-                password.as_bytes(),
-                kdf,
-                &host_name(),
-                &user_name(),
-                now_ns(),
-            )
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
-        let id = KeyId(hash_of(key.bytes()));
-        self.backend
-            .put(
-                &Handle::new(Kind::Key, id.to_hex())?,
-                Bytes::copy_from_slice(key.bytes()),
-            )
-            .await?;
-        Ok(id)
+        put_key_file(self.backend.as_ref(), material, password, kdf).await
     }
 
     /// Lists key files.
@@ -1019,26 +988,7 @@ impl Repository {
         config.verifying_key = signer.verifying_key().to_bytes();
         config.earlier = new.seal_earlier(&earlier);
         let material = KeyMaterial::Full(MasterSecretBytes(*new.as_bytes()));
-        let password = password.to_owned();
-        let key = tokio::task::spawn_blocking(move || {
-            KeyFile::create(
-                &material,
-                password.as_bytes(),
-                kdf,
-                &host_name(),
-                &user_name(),
-                now_ns(),
-            )
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
-        let key_id = KeyId(hash_of(key.bytes()));
-        self.backend
-            .put(
-                &Handle::new(Kind::Key, key_id.to_hex())?,
-                Bytes::copy_from_slice(key.bytes()),
-            )
-            .await?;
+        let key_id = put_key_file(self.backend.as_ref(), material, password, kdf).await?;
         self.backend
             .put(&Handle::config(), Bytes::from(config.to_bytes(&signer)))
             .await?;
@@ -1096,4 +1046,35 @@ impl Repository {
     pub async fn blob_kind(&self, id: &BlobId) -> Result<Option<BlobKind>> {
         Ok(self.index().await?.lookup(id)?.map(|l| l.kind))
     }
+}
+
+/// Seals `material` under `password` in a new key file (the key derivation
+/// runs off the async threads) and stores it under the hash of its bytes.
+async fn put_key_file(
+    backend: &dyn Backend,
+    material: KeyMaterial,
+    password: &str,
+    kdf: KdfParams,
+) -> Result<KeyId> {
+    let password = password.to_owned();
+    let key = tokio::task::spawn_blocking(move || {
+        KeyFile::create(
+            &material,
+            password.as_bytes(),
+            kdf,
+            &host_name(),
+            &user_name(),
+            now_ns(),
+        )
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+    let id = KeyId(hash_of(key.bytes()));
+    backend
+        .put(
+            &Handle::new(Kind::Key, id.to_hex())?,
+            Bytes::copy_from_slice(key.bytes()),
+        )
+        .await?;
+    Ok(id)
 }

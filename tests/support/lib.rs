@@ -141,6 +141,16 @@ impl Env {
             .unwrap_or_else(|e| panic!("kith {a:?} printed invalid JSON ({e}):\n{out}"))
     }
 
+    /// The full ids of the repository's snapshots, as `kith snapshots` lists them.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        self.json(&["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Where a restore of `source` into `target` puts it.
     pub fn restored(target: &Path, source: &Path) -> PathBuf {
         target.join(source.strip_prefix("/").unwrap())
