@@ -100,7 +100,7 @@ async fn write_delta(
     for (p, since) in pending {
         if oldest
             .as_ref()
-            .map_or(true, |o| since.elapsed() > o.elapsed())
+            .is_none_or(|o| since.elapsed() > o.elapsed())
         {
             oldest = Some(since);
         }
