@@ -202,3 +202,59 @@ fn find_matches_globs_typos_case_and_accents_and_exits_13_on_nothing() {
     let out = env.run(&["find", "zzzzqqqq"]);
     assert_eq!(out.status.code(), Some(13), "nothing found");
 }
+
+/// Runs `kith ARGS` in `env` on a pseudo-terminal (util-linux `script`);
+/// returns what the terminal showed.
+fn on_a_terminal(env: &Env, args: &str, no_color: Option<&str>) -> String {
+    let kith = env.cmd();
+    let mut cmd = std::process::Command::new("script");
+    cmd.args([
+        "-qec",
+        &format!("{} {args}", kith_e2e::kith_bin().display()),
+        "/dev/null",
+    ]);
+    for (k, v) in kith.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    match no_color {
+        Some(v) => cmd.env("NO_COLOR", v),
+        None => cmd.env_remove("NO_COLOR"),
+    };
+    let out = cmd.output().expect("script (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn log_colours_show_only_on_a_terminal_and_never_with_no_color() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"some content").unwrap();
+    // A damaged condemnation record makes every backup log a warning.
+    let condemned = env.repo.join("condemned");
+    std::fs::create_dir_all(&condemned).unwrap();
+    std::fs::write(condemned.join("00ff"), b"not a record").unwrap();
+    // --json: no progress bar, whose cursor moves are not colours.
+    let args = format!("backup {} --json", src.display());
+
+    let coloured = on_a_terminal(&env, &args, None);
+    assert!(coloured.contains("condemnation record"), "{coloured}");
+    assert!(coloured.contains("\u{1b}["), "a terminal gets colours");
+
+    let plain = on_a_terminal(&env, &args, Some("1"));
+    assert!(plain.contains("condemnation record"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR=1: {plain:?}");
+
+    let piped = env.cmd().args(args.split(' ')).output().unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(stderr.contains("condemnation record"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "not a terminal: {stderr:?}");
+}

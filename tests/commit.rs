@@ -168,3 +168,73 @@ fn a_source_that_changed_meanwhile_is_reported_and_left_out_never_dangling() {
         fs::read(src.join("zbig")).unwrap()
     );
 }
+
+/// Whether the process is stopped (state `T` in /proc).
+fn is_stopped(child: &Child) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('T'))
+}
+
+#[test]
+fn a_backup_suspended_between_its_packs_and_its_index_delta_lists_no_deleted_pack() {
+    let env = Env::init();
+    let src = source(&env);
+    fs::write(src.join("zbig"), Rng::new(10).bytes(3 << 20)).unwrap();
+    // The backup stops itself once its packs are stored, right before it
+    // lists them in its index delta.
+    let mut child = env
+        .cmd()
+        .args([
+            "backup",
+            src.to_str().unwrap(),
+            "--json",
+            "--stale-after",
+            STALE,
+        ])
+        .env("KITH_TEST_STOP_BEFORE_PUT", "index")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !is_stopped(&child) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended without stopping before its index delta"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Its session looks abandoned: one prune condemns the packs nothing
+    // uses yet, the next deletes them a grace period later.
+    std::thread::sleep(Duration::from_millis(300));
+    let first = env.json(&["prune", "--stale-after", STALE, "--grace", GRACE]);
+    assert!(
+        !first["condemned"].as_array().unwrap().is_empty(),
+        "{first}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let second = env.json(&["prune", "--stale-after", STALE, "--grace", GRACE]);
+    assert!(
+        !second["deleted"].as_array().unwrap().is_empty(),
+        "{second}"
+    );
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No index delta names a deleted pack, and the snapshot is whole.
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("out");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &Env::restored(&target, &src));
+}

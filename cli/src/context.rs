@@ -80,7 +80,7 @@ impl Context {
 
     pub(crate) async fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
         let backend = self.backend_for(&self.location(), &self.secrets()).await?;
-        Ok(with_crash_point(backend))
+        Ok(with_stop_point(with_crash_point(backend)))
     }
 
     /// Whether the repository is on peers (`peers://`).
@@ -276,6 +276,19 @@ pub(crate) fn kdf(args: &KdfArgs) -> KdfParams {
         k.iterations = t;
     }
     k
+}
+
+/// Wraps `backend` so that the process stops itself (SIGSTOP) before its
+/// first write of a kind when `KITH_TEST_STOP_BEFORE_PUT=KIND` is set: tests
+/// of a process suspended at that exact point use it (docs/RELIABILITY.md).
+fn with_stop_point(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    match std::env::var(kith_storage::STOP_BEFORE_PUT_ENV)
+        .ok()
+        .and_then(|v| kith_storage::StopBeforePut::kind_named(&v))
+    {
+        Some(kind) => Arc::new(kith_storage::StopBeforePut::new(backend, kind)),
+        None => backend,
+    }
 }
 
 /// Wraps `backend` so that the process dies right after its n-th write when

@@ -75,6 +75,7 @@ fn init_logging(verbose: u8, quiet: bool, daemon: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(output::colour_stderr())
         .with_target(false)
         .without_time()
         .try_init();

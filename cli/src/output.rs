@@ -58,6 +58,13 @@ pub(crate) fn rfc3339(ns: i64) -> String {
     .unwrap_or_else(|| ns.to_string())
 }
 
+/// Whether messages on stderr may be coloured: on a terminal, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub(crate) fn colour_stderr() -> bool {
+    let refused = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !refused && std::io::stderr().is_terminal()
+}
+
 /// Whether to draw progress: on a terminal, not quiet, not JSON.
 pub(crate) fn show_progress(global: &Global) -> bool {
     !global.quiet && !global.json && std::io::stderr().is_terminal()

@@ -43,6 +43,7 @@ mod challenge;
 mod codec;
 mod error;
 mod event;
+pub mod fuzz;
 mod handle;
 mod identity;
 mod ids;

@@ -1,5 +1,6 @@
 //! Entry points for fuzzing the node's decoders of untrusted bytes: the
-//! shard header (shard format v1) and the root capsule.
+//! shard header (shard format v1), the root capsule, invite codes (pasted
+//! by people) and control socket messages.
 //!
 //! Each function feeds arbitrary bytes to one decoder and must return
 //! without panicking. The cargo-fuzz targets in `fuzz/` call these, and a
@@ -16,6 +17,8 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("shard_header", shard_header),
     ("root_capsule", root_capsule),
+    ("invite", invite),
+    ("control", control),
 ];
 
 /// The owner keys the fuzz targets verify with (master secret of 7s).
@@ -43,6 +46,17 @@ pub fn root_capsule(data: &[u8]) {
     if let Some(keys) = keys() {
         let _ = RootCapsule::open(&keys, data);
     }
+}
+
+/// An invite code, as text (lossily, as a terminal would paste it).
+pub fn invite(data: &[u8]) {
+    let _ = crate::invite::InviteCode::decode(&String::from_utf8_lossy(data));
+}
+
+/// A control socket frame's payload, both ways.
+pub fn control(data: &[u8]) {
+    let _ = postcard::from_bytes::<crate::control::protocol::LocalRequest>(data);
+    let _ = postcard::from_bytes::<crate::control::protocol::LocalResponse>(data);
 }
 
 #[cfg(test)]

@@ -143,9 +143,13 @@ fn list_dir(dir: &Path, kind: Kind, prefix: &str, out: &mut Vec<ObjectInfo>) -> 
         let Ok(handle) = Handle::new(kind, name) else {
             continue;
         };
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::io("stat", entry.path(), e))?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Removed between the directory read and now (a lock released,
+            // a pack pruned): a listing is a moment's view, and it is gone.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", entry.path(), e)),
+        };
         if meta.is_file() {
             out.push(ObjectInfo {
                 handle,

@@ -310,8 +310,10 @@ impl Backend for S3Backend {
     fn read_size(&self) -> u64 {
         // One GET per pack that is mostly needed: S3 bills and throttles
         // per request, and some servers read the whole object for every
-        // ranged GET.
-        16 << 20
+        // ranged GET. A pack closes once it passes its target size (16 MiB
+        // by default) with one more blob (at most 8 MiB), so a 16 MiB limit
+        // would split nearly every pack into two GETs.
+        32 << 20
     }
 
     fn parallel_transfers(&self) -> usize {

@@ -22,7 +22,7 @@ use kith_storage::Kind;
 use crate::blob::BlobKind;
 use crate::condemned;
 use crate::id::{BlobId, PackId, SnapshotId};
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexPack;
 use crate::lock;
 use crate::packer::PackSink;
 use crate::repo::Repository;
@@ -90,6 +90,7 @@ async fn commit_locked(
             blobs = redo.len(),
             "storing again blobs whose packs were removed or condemned"
         );
+        let since = lock::Stopwatch::start();
         let (mut sink, lost) = reupload(repo, shared, &redo).await?;
         if !lost.is_empty() {
             let trees = load_trees(shared, &snapshot.tree)?;
@@ -111,7 +112,7 @@ async fn commit_locked(
                 }
             }
         }
-        record(repo, shared, sink.finish().await?).await?;
+        record(repo, shared, sink.finish().await?, since).await?;
     }
     Err(Error::Task(
         "the packs this backup relies on keep disappearing; no snapshot was written: run the backup again"
@@ -213,12 +214,14 @@ async fn reupload<'a>(
     Ok((sink, lost))
 }
 
-/// Lists newly stored packs in an index delta and in the cache, and moves
-/// their blobs' places there.
-async fn record(repo: &Repository, shared: &Arc<Shared>, stored: Vec<IndexPack>) -> Result<()> {
-    if stored.is_empty() {
-        return Ok(());
-    }
+/// Lists newly stored packs (stored after `since`) in an index delta and in
+/// the cache, and moves their blobs' places there.
+async fn record(
+    repo: &Repository,
+    shared: &Arc<Shared>,
+    stored: Vec<IndexPack>,
+    since: lock::Stopwatch,
+) -> Result<()> {
     if let Ok(mut placed) = shared.placed.lock() {
         for p in &stored {
             for b in &p.blobs {
@@ -226,13 +229,11 @@ async fn record(repo: &Repository, shared: &Arc<Shared>, stored: Vec<IndexPack>)
             }
         }
     }
-    let file = IndexFile {
-        packs: stored,
-        supersedes: Vec::new(),
+    let Some(delta) = super::delta::write_checked(repo, stored, since).await? else {
+        return Ok(());
     };
-    let id = repo.write_index_file(&file).await?;
     let index = shared.index.clone();
-    tokio::task::spawn_blocking(move || index.add_index_files(&[(id, file)], false))
+    tokio::task::spawn_blocking(move || index.add_index_files(&[delta], false))
         .await
         .map_err(|e| Error::Task(e.to_string()))?
 }
@@ -245,8 +246,9 @@ async fn heal(repo: &Repository, shared: &Arc<Shared>, needed: &HashSet<BlobId>)
     if redo.is_empty() {
         return Ok(());
     }
+    let since = lock::Stopwatch::start();
     let (sink, lost) = reupload(repo, shared, &redo).await?;
-    record(repo, shared, sink.finish().await?).await?;
+    record(repo, shared, sink.finish().await?, since).await?;
     if !lost.is_empty() {
         return Err(Error::corrupt(
             "the new snapshot",

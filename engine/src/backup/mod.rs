@@ -17,6 +17,7 @@
 //! last: it is the commit point.
 
 mod commit;
+mod delta;
 mod dir;
 mod meta;
 mod options;

@@ -15,7 +15,8 @@ use kith_storage::Kind;
 
 use crate::condemned;
 use crate::id::PackId;
-use crate::index::{IndexCache, IndexFile};
+use crate::index::IndexCache;
+use crate::lock::Stopwatch;
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -41,6 +42,8 @@ pub(crate) async fn adopt_unindexed(repo: &Repository, index: &Arc<IndexCache>) 
     if unindexed.is_empty() {
         return Ok(0);
     }
+    // Every pack kept below is present and not condemned from here on.
+    let since = Stopwatch::start();
     let condemned = condemned::condemned_packs(repo).await?;
     let mut found = Vec::new();
     for (id, size) in unindexed {
@@ -59,13 +62,11 @@ pub(crate) async fn adopt_unindexed(repo: &Repository, index: &Arc<IndexCache>) 
     }
     let count = found.len();
     for chunk in found.chunks(PACKS_PER_DELTA) {
-        let file = IndexFile {
-            packs: chunk.to_vec(),
-            supersedes: Vec::new(),
+        let Some(delta) = super::delta::write_checked(repo, chunk.to_vec(), since).await? else {
+            continue;
         };
-        let id = repo.write_index_file(&file).await?;
         let index = index.clone();
-        tokio::task::spawn_blocking(move || index.add_index_files(&[(id, file)], true))
+        tokio::task::spawn_blocking(move || index.add_index_files(&[delta], true))
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
     }

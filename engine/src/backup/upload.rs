@@ -9,7 +9,8 @@ use kith_storage::{Handle, Kind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexPack;
+use crate::lock::Stopwatch;
 use crate::pack::FinishedPack;
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -26,16 +27,16 @@ pub(crate) async fn run(
     mut packs: mpsc::Receiver<FinishedPack>,
     concurrency: usize,
 ) -> Result<()> {
-    let mut in_flight: JoinSet<Result<IndexPack>> = JoinSet::new();
-    let mut pending: Vec<(IndexPack, crate::lock::Stopwatch)> = Vec::new();
+    let mut in_flight: JoinSet<Result<(IndexPack, Stopwatch)>> = JoinSet::new();
+    let mut pending: Vec<(IndexPack, Stopwatch)> = Vec::new();
     let result: Result<()> = async {
         loop {
             tokio::select! {
                 biased;
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let p = done.map_err(|e| Error::Task(e.to_string()))??;
+                    let (p, since) = done.map_err(|e| Error::Task(e.to_string()))??;
                     stored(&shared, &p);
-                    pending.push((p, crate::lock::Stopwatch::start()));
+                    pending.push((p, since));
                     if pending.len() >= PACKS_PER_DELTA {
                         write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
                     }
@@ -44,18 +45,21 @@ pub(crate) async fn run(
                     let Some(pack) = next else { break };
                     let backend = repo.backend().clone();
                     in_flight.spawn(async move {
+                        // A prune can see the pack from the moment its
+                        // upload begins.
+                        let since = Stopwatch::start();
                         let handle = Handle::new(Kind::Pack, pack.id.to_hex())?;
                         let size = pack.bytes.len() as u64;
                         backend.put(&handle, pack.bytes).await?;
-                        Ok(IndexPack { id: pack.id, ephemeral: pack.ephemeral, size, blobs: pack.entries })
+                        Ok((IndexPack { id: pack.id, ephemeral: pack.ephemeral, size, blobs: pack.entries }, since))
                     });
                 }
             }
         }
         while let Some(done) = in_flight.join_next().await {
-            let p = done.map_err(|e| Error::Task(e.to_string()))??;
+            let (p, since) = done.map_err(|e| Error::Task(e.to_string()))??;
             stored(&shared, &p);
-            pending.push((p, crate::lock::Stopwatch::start()));
+            pending.push((p, since));
         }
         if !pending.is_empty() {
             write_delta(repo, &shared, std::mem::take(&mut pending)).await?;
@@ -84,49 +88,30 @@ fn stored(shared: &Shared, p: &IndexPack) {
     }
 }
 
+/// Lists `pending` packs in an index delta (see [`super::delta`]) and adds
+/// it to the index cache.
 async fn write_delta(
     repo: &Repository,
     shared: &Arc<Shared>,
-    pending: Vec<(IndexPack, crate::lock::Stopwatch)>,
+    pending: Vec<(IndexPack, Stopwatch)>,
 ) -> Result<()> {
-    let stale = repo.stale_after();
-    let mut packs: Vec<IndexPack> = Vec::with_capacity(pending.len());
-    let oldest = pending
-        .iter()
-        .map(|(_, s)| s.elapsed())
-        .max()
-        .unwrap_or_default();
-    if oldest > stale / 2 {
-        // This process may have been suspended long enough for a prune to
-        // condemn or delete packs it stored: list only those still alive
-        // (the commit stores the others' blobs again).
-        let present: std::collections::HashSet<crate::id::PackId> = repo
-            .backend()
-            .list(Kind::Pack, "")
-            .await?
-            .into_iter()
-            .filter_map(|o| crate::id::PackId::from_hex(o.handle.name()).ok())
-            .collect();
-        let condemned = crate::condemned::condemned_packs(repo).await?;
-        packs.extend(
-            pending
-                .into_iter()
-                .map(|(p, _)| p)
-                .filter(|p| present.contains(&p.id) && !condemned.contains_key(&p.id)),
-        );
-        if packs.is_empty() {
-            return Ok(());
+    let mut oldest: Option<Stopwatch> = None;
+    let mut packs = Vec::with_capacity(pending.len());
+    for (p, since) in pending {
+        if oldest
+            .as_ref()
+            .is_none_or(|o| since.elapsed() > o.elapsed())
+        {
+            oldest = Some(since);
         }
-    } else {
-        packs.extend(pending.into_iter().map(|(p, _)| p));
+        packs.push(p);
     }
-    let file = IndexFile {
-        packs,
-        supersedes: Vec::new(),
+    let Some(since) = oldest else { return Ok(()) };
+    let Some(delta) = super::delta::write_checked(repo, packs, since).await? else {
+        return Ok(());
     };
-    let id = repo.write_index_file(&file).await?;
     let index = shared.index.clone();
-    tokio::task::spawn_blocking(move || index.add_index_files(&[(id, file)], false))
+    tokio::task::spawn_blocking(move || index.add_index_files(&[delta], false))
         .await
         .map_err(|e| Error::Task(e.to_string()))?
 }
