@@ -359,11 +359,11 @@ fn peers_without_a_running_node_or_with_too_few_friends_fail_clearly() {
     assert!(files_under(&node.dir.join("owners"))
         .iter()
         .all(|f| f.extension().is_none_or(|x| x != "key")));
-    // Later commands say the node created no repository.
+    // Later commands find no repository (exit 10).
     let out = repo_cmd(&node, &tmp.path().join("cache"))
         .arg("snapshots")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(10));
     friend.kill();
 }

@@ -71,12 +71,17 @@ pub(crate) async fn open(
             let mut saved = NodeDir::new(&dir).saved_owner_keys()?;
             match saved.len() {
                 1 => saved.remove(0),
+                // As for a folder without a repository (exit 10, and
+                // `backup --init` creates one); the message says what to do.
                 0 => {
-                    return Err(CliError::Usage(format!(
-                        "no repository was created through the node in {}: give the master key \
-                         (KITH_MASTER_KEY or --master-key-file) to open one stored on peers",
-                        dir.display()
-                    )))
+                    return Err(CliError::Engine(kith_engine::Error::RepositoryNotFound {
+                        location: format!(
+                            "{URL} (no repository was created through the node in {}; \
+                             give the master key, KITH_MASTER_KEY or --master-key-file, \
+                             to open one made elsewhere)",
+                            dir.display()
+                        ),
+                    }))
                 }
                 n => {
                     return Err(CliError::Usage(format!(
