@@ -16,7 +16,10 @@ use kith_e2e::{assert_same_tree, files_under, Env, Rng};
 use kith_engine::{lock, Credentials, Repository};
 
 /// Short staleness and grace, so that tests wait milliseconds, not days.
-const FAST: [&str; 4] = ["--stale-after", "300ms", "--grace", "600ms"];
+/// Short enough for a test, long enough that a prune busy repacking on a
+/// loaded machine keeps its lock fresh (a prune whose lock lapses stops
+/// with exit 11 before condemning anything).
+const FAST: [&str; 4] = ["--stale-after", "1s", "--grace", "1s"];
 
 fn prune(env: &Env, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["prune"];
@@ -78,7 +81,7 @@ fn unused_packs_are_condemned_first_and_deleted_only_after_the_grace_period() {
     );
     assert_eq!(count(&soon, "waiting"), count(&first, "condemned"));
 
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1100));
     let later = prune(&env, &[]);
     assert_eq!(
         count(&later, "deleted"),
@@ -118,7 +121,7 @@ fn partly_used_packs_above_the_threshold_are_repacked() {
     assert!(report["blobs_repacked"].as_u64().unwrap() >= 3);
     env.ok(&["check", "--read-data"]);
     restore_latest_matches(&env, &src, "out1");
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1100));
     let after = prune(&env, &[]);
     assert!(
         count(&after, "deleted") >= count(&report, "repacked"),
@@ -147,7 +150,7 @@ fn condemned_data_is_not_deduplicated_against_and_a_new_backup_stores_it_again()
         again["data_added"].as_u64().unwrap() >= 200_000,
         "the blobs of condemned packs are stored again: {again}"
     );
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1100));
     let deleted = prune(&env, &[]);
     assert_eq!(count(&deleted, "deleted"), count(&condemned, "condemned"));
     env.ok(&["check", "--read-data"]);
@@ -197,7 +200,7 @@ fn prune_refuses_with_exit_11_while_a_fresh_backup_runs_and_expires_stale_sessio
     );
     // The session is never refreshed: with a short staleness limit it is
     // abandoned, and the prune removes it.
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1100));
     let report = prune(&env, &[]);
     assert_eq!(report["stale_records_removed"], 1, "{report}");
     assert!(files_under(&env.repo.join("sessions")).is_empty());

@@ -35,7 +35,7 @@ pub(crate) const INTERRUPTED: u8 = 130;
 pub(crate) fn code_for(e: &Error) -> u8 {
     match e {
         Error::RepositoryNotFound { .. } => NO_REPOSITORY,
-        Error::Locked { .. } => LOCKED,
+        Error::Locked { .. } | Error::LockLapsed(_) => LOCKED,
         Error::WrongPassword | Error::WrongMasterKey => WRONG_PASSWORD,
         Error::SnapshotNotFound(_)
         | Error::AmbiguousSnapshot { .. }

@@ -125,6 +125,10 @@ pub enum Error {
         /// Who holds the lock.
         holder: String,
     },
+    /// This process went so long without refreshing its lock that others
+    /// may have taken it for abandoned; what it read may be out of date.
+    #[error("this process's lock lapsed (it was suspended or starved for longer than the staleness limit), so another process may have changed the repository meanwhile; {0}: run it again")]
+    LockLapsed(String),
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),

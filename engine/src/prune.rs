@@ -511,6 +511,14 @@ async fn execute(repo: &Repository, mut plan: Plan, watch: &Watch) -> Result<Pru
     plan.index.extend(written);
 
     // 2. Condemn: one record holding every pack that is, or stays, condemned.
+    // Only while this prune's lock never looked stale: otherwise a backup
+    // may have committed a snapshot after the snapshots were read, and
+    // condemning the packs it needs would take them out of the index.
+    if !watch.is_current(repo.stale_after()) {
+        return Err(Error::LockLapsed(
+            "nothing was condemned, deleted or re-indexed".into(),
+        ));
+    }
     let mut record = Condemnation {
         created: now_ns(),
         host: host_name(),

@@ -57,8 +57,11 @@ impl Default for Env {
 impl Env {
     /// A scratch folder without a repository yet.
     pub fn new() -> Self {
+        // KITH_TEST_KEEP=1 keeps the folder for a look after a failure.
+        let keep = std::env::var_os("KITH_TEST_KEEP").is_some_and(|v| v == "1");
         let dir = tempfile::Builder::new()
             .prefix("kith-e2e-")
+            .disable_cleanup(keep)
             .tempdir()
             .expect("tempdir");
         let repo = dir.path().join("repo");

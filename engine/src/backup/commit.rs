@@ -7,7 +7,10 @@
 //! this lock is fresh; and the snapshot is written only if the check that
 //! preceded it is less than half the staleness limit old. If the process was
 //! suspended for longer (its lock may have looked abandoned, and a prune may
-//! have run), it checks again. A prune deletes a pack only a grace period
+//! have run), it checks again; and if its lock went unrefreshed long enough
+//! to look abandoned, it takes the lock again first, which waits for a
+//! prune that began meanwhile, so that the check sees what that prune
+//! condemned. A prune deletes a pack only a grace period
 //! (at least the staleness limit) after condemning it, so a commit that
 //! checked before the condemnation has written its snapshot before the
 //! deletion, and the prune sees that snapshot and keeps the pack.
@@ -49,21 +52,44 @@ pub(crate) async fn commit(
     // A prune holding the lock is waited for; one that stopped refreshing
     // its lock stops counting after the staleness limit.
     let patience = (stale * 2).max(Duration::from_secs(10));
-    let mut held = lock::lock_patiently(repo, false, "backup commit", patience).await?;
     let mut lost = Vec::new();
-    // Storing blobs again can take long: keep the lock fresh meanwhile.
-    let watch = lock::Watch::default();
-    let result = lock::refreshing(
-        repo,
-        &mut held,
-        &watch,
-        commit_locked(repo, shared, &mut snapshot, &mut lost),
-    )
-    .await;
-    let released = held.release(repo).await;
-    let id = result?;
-    released?;
-    Ok((id, snapshot, lost))
+    for _ in 0..MAX_ROUNDS {
+        let mut held = lock::lock_patiently(repo, false, "backup commit", patience).await?;
+        // Storing blobs again can take long: keep the lock fresh meanwhile.
+        let watch = lock::Watch::default();
+        let result = lock::refreshing(
+            repo,
+            &mut held,
+            &watch,
+            commit_locked(repo, shared, &mut snapshot, &mut lost, &watch),
+        )
+        .await;
+        let released = held.release(repo).await;
+        match result {
+            // The lock looked abandoned for a while, so a prune may have
+            // begun: take it again (waiting for that prune) and check again.
+            Ok(Outcome::Lapsed) => {
+                released?;
+                tracing::info!("the commit lock lapsed; taking it again");
+            }
+            Ok(Outcome::Written(id)) => {
+                released?;
+                return Ok((id, snapshot, lost));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Task(
+        "this process kept losing its commit lock; no snapshot was written: run the backup again"
+            .into(),
+    ))
+}
+
+/// How a commit under one lock ended.
+enum Outcome {
+    Written(SnapshotId),
+    /// The lock went unrefreshed long enough for others to ignore it.
+    Lapsed,
 }
 
 async fn commit_locked(
@@ -71,7 +97,8 @@ async fn commit_locked(
     shared: &Arc<Shared>,
     snapshot: &mut Snapshot,
     lost_files: &mut Vec<(PathBuf, String)>,
-) -> Result<SnapshotId> {
+    watch: &lock::Watch,
+) -> Result<Outcome> {
     let stale = repo.stale_after();
     for _ in 0..MAX_ROUNDS {
         let checked = lock::Stopwatch::start();
@@ -82,9 +109,15 @@ async fn commit_locked(
                 // Suspended or starved since the check: check again.
                 continue;
             }
+            if !watch.is_current(stale) {
+                // While this lock looked stale a prune may have condemned
+                // packs after the check above: its exclusive lock must be
+                // waited for before any check can be trusted.
+                return Ok(Outcome::Lapsed);
+            }
             let id = repo.write_snapshot(snapshot).await?;
             heal(repo, shared, &needed).await?;
-            return Ok(id);
+            return Ok(Outcome::Written(id));
         }
         tracing::info!(
             blobs = redo.len(),
