@@ -49,8 +49,21 @@ impl Context {
             .unwrap_or_else(|| default_repository().display().to_string())
     }
 
-    /// The storage behind a location.
-    pub(crate) fn backend_for(location: &str) -> Result<Arc<dyn Backend>, CliError> {
+    /// The storage behind a location; `secrets` unlock a repository on
+    /// peers, whose objects cannot be found without the owner keys.
+    pub(crate) async fn backend_for(
+        &self,
+        location: &str,
+        secrets: &Secrets,
+    ) -> Result<Arc<dyn Backend>, CliError> {
+        if crate::peers::is_peers(location)? {
+            return crate::peers::open(self.global.node.as_ref(), secrets).await;
+        }
+        Self::plain_backend_for(location)
+    }
+
+    /// The storage behind a location that is not on peers.
+    pub(crate) fn plain_backend_for(location: &str) -> Result<Arc<dyn Backend>, CliError> {
         if location.contains("://") {
             // sftp:// and s3:// URLs: remote backends, wrapped in the retry
             // layer, configured from the environment.
@@ -65,9 +78,14 @@ impl Context {
         Ok(Arc::new(LocalBackend::new(PathBuf::from(path))))
     }
 
-    pub(crate) fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
-        let backend = Self::backend_for(&self.location())?;
+    pub(crate) async fn backend(&self) -> Result<Arc<dyn Backend>, CliError> {
+        let backend = self.backend_for(&self.location(), &self.secrets()).await?;
         Ok(with_stop_point(with_crash_point(backend)))
+    }
+
+    /// Whether the repository is on peers (`peers://`).
+    pub(crate) fn on_peers(&self) -> Result<bool, CliError> {
+        crate::peers::is_peers(&self.location())
     }
 
     pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
@@ -136,7 +154,7 @@ impl Context {
     pub(crate) async fn open_with_credentials(
         &self,
     ) -> Result<(Repository, Credentials), CliError> {
-        let backend = self.backend()?;
+        let backend = self.backend().await?;
         let credentials = self.credentials()?;
         let mut repo = Repository::open(backend, &credentials, self.cache_dir()).await?;
         if let Some(text) = &self.global.stale_after {

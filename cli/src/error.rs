@@ -10,6 +10,9 @@ pub(crate) enum CliError {
     Usage(String),
     #[error(transparent)]
     Node(#[from] kith_node::NodeError),
+    /// Storing or reading a repository on peers failed.
+    #[error(transparent)]
+    Peers(#[from] kith_node::objects::ObjectError),
     /// The config file or profile is wrong (exit 2).
     #[error("{0}")]
     Config(String),
@@ -26,6 +29,7 @@ impl CliError {
             CliError::Engine(e) => exit::code_for(e),
             CliError::Usage(_) => exit::ERROR,
             CliError::Node(e) => exit::node_code_for(e),
+            CliError::Peers(_) => exit::ERROR,
             CliError::Config(_) => exit::USAGE,
             CliError::Mountpoint(_) => exit::MOUNTPOINT,
             CliError::Output(_) => exit::ERROR,

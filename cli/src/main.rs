@@ -10,6 +10,7 @@ mod exit;
 #[cfg(feature = "mount")]
 mod mountfs;
 mod output;
+mod peers;
 mod profile;
 
 use std::process::ExitCode;

@@ -78,6 +78,16 @@ pub enum NodeError {
     /// The control socket spoke something this side does not understand.
     #[error("control socket: {0}")]
     Control(String),
+    /// Owner keys saved in the node folder cannot be read.
+    #[error(
+        "{path}: {reason}; give the master key (KITH_MASTER_KEY or --master-key-file) instead"
+    )]
+    OwnerKeys {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The daemon answered a control request with an error.
     #[error("{0}")]
     Daemon(String),

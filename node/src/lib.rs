@@ -68,6 +68,7 @@ pub mod invite;
 mod layout;
 pub mod net_transport;
 pub mod objects;
+mod owners;
 pub mod peer_backend;
 mod peers;
 pub mod policy;

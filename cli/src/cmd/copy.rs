@@ -18,7 +18,7 @@ pub(crate) async fn run(ctx: &Context, args: &CopyArgs) -> Result<u8, CliError> 
         master_key_env: "KITH_FROM_MASTER_KEY",
         what: "source repository",
     };
-    let backend = Context::backend_for(&args.from_repo)?;
+    let backend = ctx.backend_for(&args.from_repo, &secrets).await?;
     let source = Repository::open(backend, &secrets.credentials()?, ctx.cache_dir()).await?;
     let snapshots = if args.snapshots.is_empty() {
         source.snapshots().await?.0

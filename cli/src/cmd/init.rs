@@ -21,8 +21,17 @@ pub(crate) async fn create(
     let options = InitOptions::default()
         .kdf(kdf(kdf_args))
         .pack_size(pack_size);
+    if ctx.on_peers()? {
+        return crate::peers::init(
+            ctx.global.node.as_ref(),
+            &password,
+            &options,
+            ctx.cache_dir(),
+        )
+        .await;
+    }
     let (repo, master) =
-        Repository::init(ctx.backend()?, &password, &options, ctx.cache_dir()).await?;
+        Repository::init(ctx.backend().await?, &password, &options, ctx.cache_dir()).await?;
     Ok((repo, master))
 }
 

@@ -77,12 +77,16 @@ pub struct ObjectStore<T: ShardTransport> {
     /// last, so a restore with holders gone does not wait on each of them
     /// for every object.
     away: Mutex<BTreeMap<PeerId, Instant>>,
+    /// When failing reads last rebuilt an incomplete map.
+    last_refresh: tokio::sync::Mutex<Option<Instant>>,
     /// The folder of a private placement map, when the shared one was busy.
     _private_map: Option<tempfile::TempDir>,
 }
 
 /// How long an unreachable holder is asked last.
 const AWAY_FOR: Duration = Duration::from_secs(60);
+/// How often failing reads may rebuild an incomplete placement map.
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
 
 impl<T: ShardTransport> std::fmt::Debug for ObjectStore<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +150,7 @@ impl<T: ShardTransport> ObjectStore<T> {
             capsule_lock: tokio::sync::Mutex::new(()),
             refreshed: std::sync::atomic::AtomicBool::new(false),
             away: Mutex::new(BTreeMap::new()),
+            last_refresh: tokio::sync::Mutex::new(None),
             _private_map: private,
         };
         if !store.in_map(|m| m.is_complete()).await? {
@@ -562,8 +567,42 @@ impl<T: ShardTransport> ObjectStore<T> {
         Ok(GoodShard { index, body })
     }
 
-    /// Reads a whole object from the first `k` good shards.
+    /// Reads a whole object from the first `k` good shards. When too few
+    /// are known and the map is incomplete (a holder did not answer when
+    /// it was rebuilt, as on a fresh machine while connections come up),
+    /// the map is rebuilt from the holders and the read tried once more.
     pub(crate) async fn read_whole(
+        &self,
+        name: &Handle,
+        record: &ObjectRecord,
+    ) -> Result<Bytes, ObjectError> {
+        match self.read_whole_once(name, record).await {
+            Err(ObjectError::Unavailable { .. }) if self.refresh_incomplete_map().await? => {
+                let record = self.record(name).await?;
+                self.read_whole_once(name, &record).await
+            }
+            other => other,
+        }
+    }
+
+    /// Rebuilds an incomplete map, at most once per [`REFRESH_EVERY`]
+    /// whatever the number of failing reads; true when the map is
+    /// incomplete (so a retry may find more shards).
+    async fn refresh_incomplete_map(&self) -> Result<bool, ObjectError> {
+        if self.in_map(|m| m.is_complete()).await? {
+            return Ok(false);
+        }
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+            return Ok(true);
+        }
+        tracing::info!("too few shards known; rebuilding the placement map from the holders");
+        self.rebuild_map().await?;
+        *last = Some(Instant::now());
+        Ok(true)
+    }
+
+    async fn read_whole_once(
         &self,
         name: &Handle,
         record: &ObjectRecord,
