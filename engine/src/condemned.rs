@@ -64,23 +64,43 @@ impl Condemnation {
     }
 }
 
+/// How many times a listing is read again because a record vanished
+/// between the listing and its read.
+const LIST_ATTEMPTS: usize = 8;
+
 /// Every readable record with its name, and the errors of the others.
+///
+/// A prune replaces records by writing the new one before deleting the old
+/// ones, so a record that vanished between the listing and its read was
+/// replaced by one this listing missed: the whole listing is read again.
+/// Skipping it instead would report its packs as not condemned.
 pub async fn list(repo: &Repository) -> Result<(Vec<(String, Condemnation)>, Vec<Error>)> {
     let key = repo.write_keys().coordination_key();
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for o in repo.backend().list(Kind::Condemned, "").await? {
-        match repo.backend().get(&o.handle).await {
-            Ok(bytes) => match Condemnation::from_bytes(&key, &bytes, o.handle.name()) {
-                Ok(c) => out.push((o.handle.name().to_owned(), c)),
-                Err(e) => errors.push(e),
-            },
-            // Replaced by a prune between the listing and the read.
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
+    for _ in 0..LIST_ATTEMPTS {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        let mut vanished = false;
+        for o in repo.backend().list(Kind::Condemned, "").await? {
+            match repo.backend().get(&o.handle).await {
+                Ok(bytes) => match Condemnation::from_bytes(&key, &bytes, o.handle.name()) {
+                    Ok(c) => out.push((o.handle.name().to_owned(), c)),
+                    Err(e) => errors.push(e),
+                },
+                Err(e) if e.is_not_found() => {
+                    vanished = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !vanished {
+            return Ok((out, errors));
         }
     }
-    Ok((out, errors))
+    Err(Error::Task(
+        "the condemnation records kept changing while they were read (prunes running back to back); try again"
+            .into(),
+    ))
 }
 
 /// Every condemned pack, with the earliest time it was condemned.
@@ -146,6 +166,96 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A backend on which a prune replaces a condemnation record (new one
+    /// written, old one deleted) between a listing and the read of the old one.
+    #[derive(Debug)]
+    struct ReplacedWhileRead {
+        inner: kith_storage::LocalBackend,
+        replacement: std::sync::Mutex<Option<(Handle, Bytes)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl kith_storage::Backend for ReplacedWhileRead {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn parallel_transfers(&self) -> usize {
+            1
+        }
+        fn read_size(&self) -> u64 {
+            1 << 20
+        }
+        async fn create(&self) -> kith_storage::Result<()> {
+            self.inner.create().await
+        }
+        async fn put(&self, h: &Handle, data: Bytes) -> kith_storage::Result<()> {
+            self.inner.put(h, data).await
+        }
+        async fn get(&self, h: &Handle) -> kith_storage::Result<Bytes> {
+            let replace = if h.kind == Kind::Condemned {
+                self.replacement.lock().unwrap().take()
+            } else {
+                None
+            };
+            if let Some((new, bytes)) = replace {
+                self.inner.put(&new, bytes).await?;
+                self.inner.delete(h).await?;
+            }
+            self.inner.get(h).await
+        }
+        async fn get_range(&self, h: &Handle, o: u64, l: u64) -> kith_storage::Result<Bytes> {
+            self.inner.get_range(h, o, l).await
+        }
+        async fn list(
+            &self,
+            k: Kind,
+            p: &str,
+        ) -> kith_storage::Result<Vec<kith_storage::ObjectInfo>> {
+            self.inner.list(k, p).await
+        }
+        async fn stat(&self, h: &Handle) -> kith_storage::Result<kith_storage::ObjectInfo> {
+            self.inner.stat(h).await
+        }
+        async fn delete(&self, h: &Handle) -> kith_storage::Result<()> {
+            self.inner.delete(h).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_replaced_during_the_listing_still_counts_its_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = std::sync::Arc::new(ReplacedWhileRead {
+            inner: kith_storage::LocalBackend::new(dir.path().join("repo")),
+            replacement: std::sync::Mutex::new(None),
+        });
+        let fast = crate::KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let (repo, _) = Repository::init(
+            backend.clone(),
+            "pw",
+            &crate::InitOptions::default().kdf(fast),
+            None,
+        )
+        .await
+        .unwrap();
+        write(&repo, &record(vec![(1, 10, 100)])).await.unwrap();
+        // The prune's new record keeps pack 1 and adds pack 2.
+        let newer = record(vec![(1, 10, 100), (2, 20, 200)]);
+        let bytes = newer.to_bytes(&repo.write_keys().coordination_key());
+        let handle = Handle::new(Kind::Condemned, hex::encode(hash_of(&bytes))).unwrap();
+        *backend.replacement.lock().unwrap() = Some((handle, Bytes::from(bytes)));
+
+        let packs = condemned_packs(&repo).await.unwrap();
+        assert!(packs.contains_key(&PackId([1; 32])));
+        assert!(
+            packs.contains_key(&PackId([2; 32])),
+            "the new record is read"
+        );
     }
 
     proptest! {
