@@ -103,6 +103,21 @@ pub async fn list(repo: &Repository) -> Result<(Vec<(String, Condemnation)>, Vec
     ))
 }
 
+/// Packs that are present and not condemned. The records are read before
+/// the listing: a pack leaves the records only once deleted, so a pack that
+/// was condemned before this call is either in the records or not listed.
+pub async fn alive_packs(repo: &Repository) -> Result<std::collections::HashSet<PackId>> {
+    let condemned = condemned_packs(repo).await?;
+    Ok(repo
+        .backend()
+        .list(Kind::Pack, "")
+        .await?
+        .into_iter()
+        .filter_map(|o| PackId::from_hex(o.handle.name()).ok())
+        .filter(|id| !condemned.contains_key(id))
+        .collect())
+}
+
 /// Every condemned pack, with the earliest time it was condemned.
 pub async fn condemned_packs(repo: &Repository) -> Result<HashMap<PackId, CondemnedPack>> {
     let (records, errors) = list(repo).await?;

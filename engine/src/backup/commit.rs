@@ -20,11 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kith_storage::Kind;
-
 use crate::blob::BlobKind;
 use crate::condemned;
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, SnapshotId};
 use crate::index::IndexPack;
 use crate::lock;
 use crate::packer::PackSink;
@@ -196,14 +194,7 @@ async fn unplaced(
     shared: &Shared,
     needed: &HashSet<BlobId>,
 ) -> Result<Vec<BlobId>> {
-    let present: HashSet<PackId> = repo
-        .backend()
-        .list(Kind::Pack, "")
-        .await?
-        .into_iter()
-        .filter_map(|o| PackId::from_hex(o.handle.name()).ok())
-        .collect();
-    let condemned = condemned::condemned_packs(repo).await?;
+    let alive = condemned::alive_packs(repo).await?;
     let placed = shared
         .placed
         .lock()
@@ -211,7 +202,7 @@ async fn unplaced(
     let mut out: Vec<BlobId> = needed
         .iter()
         .filter(|b| match placed.get(b) {
-            Some(p) => !present.contains(p) || condemned.contains_key(p),
+            Some(p) => !alive.contains(p),
             None => true,
         })
         .copied()
@@ -262,13 +253,7 @@ async fn record(
             }
         }
     }
-    let Some(delta) = super::delta::write_checked(repo, stored, since).await? else {
-        return Ok(());
-    };
-    let index = shared.index.clone();
-    tokio::task::spawn_blocking(move || index.add_index_files(&[delta], false))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
+    super::delta::write_and_cache(repo, &shared.index, stored, since, false).await
 }
 
 /// After the snapshot is written: if a pack it needs vanished in the last

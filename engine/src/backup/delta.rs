@@ -17,16 +17,16 @@
 //! means a crash in between leaves unindexed packs, which the next backup
 //! adopts, never a delta that lists a missing pack.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
 use kith_storage::{Handle, Kind};
 
 use crate::condemned;
-use crate::id::{IndexId, PackId};
-use crate::index::{IndexFile, IndexPack};
+use crate::id::IndexId;
+use crate::index::{IndexCache, IndexFile, IndexPack};
 use crate::lock::Stopwatch;
 use crate::repo::Repository;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Stores a delta listing `packs`, all known present and not condemned at
 /// `since` (for packs this process stored: when their upload began).
@@ -52,7 +52,7 @@ pub(crate) async fn write_checked(
             return Ok(Some((id, file)));
         }
         since = Stopwatch::start();
-        let alive = alive_packs(repo).await?;
+        let alive = condemned::alive_packs(repo).await?;
         let (kept, dropped): (Vec<IndexPack>, Vec<IndexPack>) =
             file.packs.into_iter().partition(|p| alive.contains(&p.id));
         if dropped.is_empty() {
@@ -83,17 +83,20 @@ pub(crate) async fn write_checked(
     }
 }
 
-/// Packs that are present and not condemned. The records are read before
-/// the listing: a pack leaves the records only once deleted, so a pack that
-/// was condemned before this call is either in the records or not listed.
-async fn alive_packs(repo: &Repository) -> Result<HashSet<PackId>> {
-    let condemned = condemned::condemned_packs(repo).await?;
-    Ok(repo
-        .backend()
-        .list(Kind::Pack, "")
-        .await?
-        .into_iter()
-        .filter_map(|o| PackId::from_hex(o.handle.name()).ok())
-        .filter(|id| !condemned.contains_key(id))
-        .collect())
+/// [`write_checked`], then adds the delta to `index` (`durable`: committed
+/// to disk before returning).
+pub(crate) async fn write_and_cache(
+    repo: &Repository,
+    index: &Arc<IndexCache>,
+    packs: Vec<IndexPack>,
+    since: Stopwatch,
+    durable: bool,
+) -> Result<()> {
+    let Some(delta) = write_checked(repo, packs, since).await? else {
+        return Ok(());
+    };
+    let index = index.clone();
+    tokio::task::spawn_blocking(move || index.add_index_files(&[delta], durable))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
 }

@@ -62,13 +62,7 @@ pub(crate) async fn adopt_unindexed(repo: &Repository, index: &Arc<IndexCache>) 
     }
     let count = found.len();
     for chunk in found.chunks(PACKS_PER_DELTA) {
-        let Some(delta) = super::delta::write_checked(repo, chunk.to_vec(), since).await? else {
-            continue;
-        };
-        let index = index.clone();
-        tokio::task::spawn_blocking(move || index.add_index_files(&[delta], true))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+        super::delta::write_and_cache(repo, index, chunk.to_vec(), since, true).await?;
     }
     if count > 0 {
         tracing::info!(

@@ -95,23 +95,14 @@ async fn write_delta(
     shared: &Arc<Shared>,
     pending: Vec<(IndexPack, Stopwatch)>,
 ) -> Result<()> {
-    let mut oldest: Option<Stopwatch> = None;
-    let mut packs = Vec::with_capacity(pending.len());
-    for (p, since) in pending {
-        if oldest
-            .as_ref()
-            .is_none_or(|o| since.elapsed() > o.elapsed())
-        {
-            oldest = Some(since);
-        }
-        packs.push(p);
-    }
-    let Some(since) = oldest else { return Ok(()) };
-    let Some(delta) = super::delta::write_checked(repo, packs, since).await? else {
+    // The pack whose upload began first bounds how old the delta is.
+    let Some(since) = pending
+        .iter()
+        .map(|(_, s)| *s)
+        .max_by_key(Stopwatch::elapsed)
+    else {
         return Ok(());
     };
-    let index = shared.index.clone();
-    tokio::task::spawn_blocking(move || index.add_index_files(&[delta], false))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
+    let packs = pending.into_iter().map(|(p, _)| p).collect();
+    super::delta::write_and_cache(repo, &shared.index, packs, since, false).await
 }
