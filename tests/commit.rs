@@ -28,22 +28,42 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill {sig}");
 }
 
+/// `kith backup src --json` with the test's staleness limit, output piped.
+fn backup(env: &Env, src: &Path) -> std::process::Command {
+    let mut cmd = env.cmd();
+    cmd.args([
+        "backup",
+        src.to_str().unwrap(),
+        "--json",
+        "--stale-after",
+        STALE,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// Resumes the suspended backup, which must commit; then `check
+/// --read-data` passes and the latest snapshot restores `src` bit-exact.
+fn resume_and_verify(env: &Env, child: Child, src: &Path) {
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("out");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(src, &Env::restored(&target, src));
+}
+
 /// Starts `kith backup src --json` and stops it once its session marker is
 /// written (it has loaded the index and is uploading).
 fn start_and_suspend(env: &Env, src: &Path) -> Child {
-    let mut child = env
-        .cmd()
-        .args([
-            "backup",
-            src.to_str().unwrap(),
-            "--json",
-            "--stale-after",
-            STALE,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = backup(env, src).spawn().unwrap();
     let sessions = env.repo.join("sessions");
     let started = Instant::now();
     while files_under(&sessions).is_empty() {
@@ -113,18 +133,7 @@ fn a_backup_suspended_while_its_packs_are_deleted_stores_them_again_at_commit() 
     fs::write(src.join("zbig"), Rng::new(8).bytes(12 << 20)).unwrap();
     let child = start_and_suspend(&env, &src);
     forget_and_prune_everything(&env);
-    signal(&child, "-CONT");
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    env.ok(&["check", "--read-data"]);
-    let target = env.path("out");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_same_tree(&src, &Env::restored(&target, &src));
+    resume_and_verify(&env, child, &src);
 }
 
 #[test]
@@ -184,18 +193,8 @@ fn a_backup_suspended_between_its_packs_and_its_index_delta_lists_no_deleted_pac
     fs::write(src.join("zbig"), Rng::new(10).bytes(3 << 20)).unwrap();
     // The backup stops itself once its packs are stored, right before it
     // lists them in its index delta.
-    let mut child = env
-        .cmd()
-        .args([
-            "backup",
-            src.to_str().unwrap(),
-            "--json",
-            "--stale-after",
-            STALE,
-        ])
+    let mut child = backup(&env, &src)
         .env("KITH_TEST_STOP_BEFORE_PUT", "index")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -224,17 +223,6 @@ fn a_backup_suspended_between_its_packs_and_its_index_delta_lists_no_deleted_pac
         !second["deleted"].as_array().unwrap().is_empty(),
         "{second}"
     );
-    signal(&child, "-CONT");
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // No index delta names a deleted pack, and the snapshot is whole.
-    env.ok(&["check", "--read-data"]);
-    let target = env.path("out");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_same_tree(&src, &Env::restored(&target, &src));
+    resume_and_verify(&env, child, &src);
 }
