@@ -12,9 +12,11 @@
 //! no tree from the repository. Each distinct tree is matched once, however
 //! many snapshots share it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rapidfuzz::distance::osa;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
@@ -44,25 +46,96 @@ pub struct Hit {
 }
 
 /// Lowercase without accents.
-pub fn fold(text: &str) -> String {
-    // Most names are ASCII: no decomposition needed.
+pub fn fold(text: &str) -> Cow<'_, str> {
+    // Most names are ASCII and many are already lowercase: no copy, no
+    // decomposition.
     if text.is_ascii() {
-        return text.to_ascii_lowercase();
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Cow::Owned(text.to_ascii_lowercase());
+        }
+        return Cow::Borrowed(text);
     }
-    text.nfd()
-        .filter(|c| !is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
-        .collect()
+    Cow::Owned(
+        text.nfd()
+            .filter(|c| !is_combining_mark(*c))
+            .flat_map(char::to_lowercase)
+            .collect(),
+    )
 }
+
+/// How close a misspelt name must be: at least this similarity, that is
+/// 1 − (edit distance / length of the longer string).
+const FUZZY_CUTOFF: f64 = 0.7;
 
 enum Matcher {
     Glob(globset::GlobMatcher),
-    Fuzzy(String),
+    Fuzzy(Fuzzy),
+}
+
+/// A folded pattern, prepared once for a million comparisons.
+struct Fuzzy {
+    pattern: String,
+    chars: usize,
+    /// Optimal string alignment (edits and adjacent transpositions), with
+    /// the pattern's bit masks computed once.
+    osa: osa::BatchComparator<char>,
+}
+
+impl Fuzzy {
+    fn new(pattern: String) -> Self {
+        Fuzzy {
+            chars: pattern.chars().count(),
+            osa: osa::BatchComparator::new(pattern.chars()),
+            pattern,
+        }
+    }
+
+    /// The similarity of one candidate, if it reaches the cutoff.
+    fn similarity(&self, candidate: &str) -> Option<f64> {
+        let chars = if candidate.is_ascii() {
+            candidate.len()
+        } else {
+            candidate.chars().count()
+        };
+        // The distance is at least the difference in length, so most
+        // candidates are ruled out without being compared.
+        let longer = chars.max(self.chars).max(1) as f64;
+        if chars.abs_diff(self.chars) as f64 > (1.0 - FUZZY_CUTOFF) * longer {
+            return None;
+        }
+        self.osa.normalized_similarity_with_args(
+            candidate.chars(),
+            &osa::Args::default().score_cutoff(FUZZY_CUTOFF),
+        )
+    }
+
+    fn score(&self, name: &str) -> Option<f64> {
+        let p = self.pattern.as_str();
+        if name == p {
+            return Some(1.0);
+        }
+        if name.contains(p) {
+            // Closer to the whole name ranks higher.
+            return Some(0.8 + 0.15 * self.chars as f64 / name.chars().count().max(1) as f64);
+        }
+        // Compare with the name, its stem and each of its words, so
+        // `reprot` finds `annual report.pdf`.
+        let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
+        let words = stem
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty());
+        [name, stem]
+            .into_iter()
+            .chain(words)
+            .filter_map(|candidate| self.similarity(candidate))
+            .reduce(f64::max)
+            .map(|best| 0.75 * best)
+    }
 }
 
 impl Matcher {
     fn new(pattern: &str) -> Result<Self> {
-        let folded = fold(pattern);
+        let folded = fold(pattern).into_owned();
         if folded.trim().is_empty() {
             return Err(Error::InvalidInput("the pattern is empty".into()));
         }
@@ -73,7 +146,7 @@ impl Matcher {
                 .map_err(|e| Error::InvalidInput(format!("pattern {pattern:?}: {e}")))?;
             Ok(Matcher::Glob(glob.compile_matcher()))
         } else {
-            Ok(Matcher::Fuzzy(folded))
+            Ok(Matcher::Fuzzy(Fuzzy::new(folded)))
         }
     }
 
@@ -81,30 +154,8 @@ impl Matcher {
     fn score(&self, name: &str) -> Option<f64> {
         let name = fold(name);
         match self {
-            Matcher::Glob(g) => g.is_match(&name).then_some(1.0),
-            Matcher::Fuzzy(p) => {
-                if name == *p {
-                    return Some(1.0);
-                }
-                if name.contains(p.as_str()) {
-                    // Closer to the whole name ranks higher.
-                    return Some(
-                        0.8 + 0.15 * p.chars().count() as f64 / name.chars().count().max(1) as f64,
-                    );
-                }
-                // Compare with the name, its stem and each of its words, so
-                // `reprot` finds `annual report.pdf`.
-                let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(&name);
-                let best = [name.as_str(), stem]
-                    .into_iter()
-                    .chain(
-                        stem.split(|c: char| !c.is_alphanumeric())
-                            .filter(|w| !w.is_empty()),
-                    )
-                    .map(|candidate| strsim::normalized_damerau_levenshtein(p, candidate))
-                    .fold(0.0, f64::max);
-                (best >= 0.7).then_some(0.75 * best)
-            }
+            Matcher::Glob(g) => g.is_match(name.as_ref()).then_some(1.0),
+            Matcher::Fuzzy(f) => f.score(&name),
         }
     }
 }
@@ -218,43 +269,97 @@ async fn listings(
     Ok(all)
 }
 
-/// A match inside one tree: relative path, entry, score.
-type TreeHits = Arc<Vec<(String, NameEntry, f64)>>;
+/// A match inside one tree, with its path relative to that tree.
+#[derive(Clone)]
+struct TreeHit {
+    path: String,
+    kind: u8,
+    size: u64,
+    mtime: i64,
+    score: f64,
+}
 
-/// Matches under trees, each distinct tree matched once however many
+/// The entries of one tree whose own names match: (position, score).
+type OwnMatches = Vec<(usize, f64)>;
+
+/// Scores every entry of every listing, on every core: this is the whole
+/// cost of a warm `find`, and each distinct name is scored exactly once
+/// per tree that holds it.
+fn own_matches(
+    matcher: &Matcher,
+    listings: &HashMap<BlobId, Arc<Vec<NameEntry>>>,
+) -> HashMap<BlobId, OwnMatches> {
+    let trees: Vec<(&BlobId, &Arc<Vec<NameEntry>>)> = listings.iter().collect();
+    let score_all = |part: &[(&BlobId, &Arc<Vec<NameEntry>>)]| -> Vec<(BlobId, OwnMatches)> {
+        part.iter()
+            .map(|(id, entries)| {
+                let own = entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| matcher.score(&e.name).map(|s| (i, s)))
+                    .collect();
+                (**id, own)
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_thread = trees.len().div_ceil(threads).max(64);
+    if trees.len() <= per_thread {
+        return score_all(&trees).into_iter().collect();
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = trees
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || score_all(part)))
+            .collect();
+        let mut out = HashMap::with_capacity(trees.len());
+        for worker in workers {
+            match worker.join() {
+                Ok(part) => out.extend(part),
+                // Scoring does not panic on any name; should it, the
+                // panic is the caller's, not silently fewer matches.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+/// Matches under trees, each distinct tree assembled once however many
 /// snapshots share it.
 struct Search<'a> {
-    matcher: &'a Matcher,
     listings: &'a HashMap<BlobId, Arc<Vec<NameEntry>>>,
-    by_tree: HashMap<BlobId, TreeHits>,
-    by_name: HashMap<String, Option<f64>>,
+    own: HashMap<BlobId, OwnMatches>,
+    by_tree: HashMap<BlobId, Arc<Vec<TreeHit>>>,
 }
 
 impl Search<'_> {
-    fn score(&mut self, name: &str) -> Option<f64> {
-        if let Some(s) = self.by_name.get(name) {
-            return *s;
-        }
-        let s = self.matcher.score(name);
-        self.by_name.insert(name.to_owned(), s);
-        s
-    }
-
-    fn hits(&mut self, tree: &BlobId, depth: usize) -> TreeHits {
+    fn hits(&mut self, tree: &BlobId, depth: usize) -> Arc<Vec<TreeHit>> {
         if let Some(h) = self.by_tree.get(tree) {
             return h.clone();
         }
         let mut out = Vec::new();
         // A tree missing from the listings could not be read; deeper than
         // MAX_DEPTH is a hostile cycle-like nesting.
-        if let (Some(entries), true) = (self.listings.get(tree).cloned(), depth < MAX_DEPTH) {
-            for e in entries.iter() {
-                if let Some(score) = self.score(&e.name) {
-                    out.push((format!("/{}", e.name), e.clone(), score));
+        if let (Some(entries), true) = (self.listings.get(tree), depth < MAX_DEPTH) {
+            let own = self.own.get(tree).cloned().unwrap_or_default();
+            let mut own = own.into_iter().peekable();
+            for (i, e) in entries.iter().enumerate() {
+                if let Some((_, score)) = own.next_if(|(at, _)| *at == i) {
+                    out.push(TreeHit {
+                        path: format!("/{}", e.name),
+                        kind: e.kind,
+                        size: e.size,
+                        mtime: e.mtime,
+                        score,
+                    });
                 }
                 if let Some(sub) = e.subtree {
-                    for (path, entry, score) in self.hits(&sub, depth + 1).iter() {
-                        out.push((format!("/{}{path}", e.name), entry.clone(), *score));
+                    for h in self.hits(&sub, depth + 1).iter() {
+                        out.push(TreeHit {
+                            path: format!("/{}{}", e.name, h.path),
+                            ..h.clone()
+                        });
                     }
                 }
             }
@@ -275,11 +380,17 @@ pub async fn find(repo: &Repository, pattern: &str, limit: usize) -> Result<Vec<
     let matcher = Matcher::new(pattern)?;
     let (snapshots, _) = repo.snapshots().await?;
     let listings = listings(repo, snapshots.iter().map(|(_, s)| s.tree).collect()).await?;
+    let listings = Arc::new(listings);
+    let own = {
+        let listings = listings.clone();
+        tokio::task::spawn_blocking(move || own_matches(&matcher, &listings))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    };
     let mut search = Search {
-        matcher: &matcher,
         listings: &listings,
+        own,
         by_tree: HashMap::new(),
-        by_name: HashMap::new(),
     };
     let order = |a: &Hit, b: &Hit| {
         b.score
@@ -289,15 +400,15 @@ pub async fn find(repo: &Repository, pattern: &str, limit: usize) -> Result<Vec<
     };
     let mut hits: Vec<Hit> = Vec::new();
     for (id, snapshot) in &snapshots {
-        for (path, e, score) in search.hits(&snapshot.tree, 0).iter() {
+        for h in search.hits(&snapshot.tree, 0).iter() {
             hits.push(Hit {
                 snapshot: *id,
                 snapshot_time: snapshot.time,
-                path: path.clone(),
-                kind: KINDS.get(usize::from(e.kind)).unwrap_or(&"other"),
-                size: e.size,
-                mtime: e.mtime,
-                score: *score,
+                path: h.path.clone(),
+                kind: KINDS.get(usize::from(h.kind)).unwrap_or(&"other"),
+                size: h.size,
+                mtime: h.mtime,
+                score: h.score,
             });
         }
         // Keep memory bounded by the limit, not by the repository.
@@ -333,6 +444,47 @@ mod tests {
         let inside = m.score("annual-report-2025.pdf").unwrap();
         let typo = Matcher::new("reprot").unwrap().score("report").unwrap();
         assert!(exact > inside && inside > typo, "{exact} {inside} {typo}");
+    }
+
+    #[test]
+    fn a_typo_finds_one_word_of_a_long_name_and_length_alone_rules_out_others() {
+        let m = Matcher::new("holliday").unwrap();
+        let score = m.score("Holiday Budget 0042-007.jpg").unwrap();
+        assert!((0.6..0.8).contains(&score), "{score}");
+        assert!(m.score("hol").is_none());
+        assert!(m.score("holidays-and-more-holidays").is_some());
+        assert!(m.score("budget 0042-007.jpg").is_none());
+    }
+
+    #[test]
+    fn scoring_on_several_threads_matches_scoring_on_one() {
+        let words = ["report", "holiday", "résumé", "notes", "hollyday", "plan"];
+        let listings: HashMap<BlobId, Arc<Vec<NameEntry>>> = (0..300u32)
+            .map(|t| {
+                let entries = (0..50u32)
+                    .map(|i| NameEntry {
+                        name: format!("{} {t}-{i}.txt", words[((t + i) % 6) as usize]),
+                        kind: 0,
+                        size: 1,
+                        mtime: 0,
+                        subtree: None,
+                    })
+                    .collect();
+                (BlobId(*blake3::hash(&t.to_le_bytes()).as_bytes()), Arc::new(entries))
+            })
+            .collect();
+        let m = Matcher::new("holliday").unwrap();
+        let together = own_matches(&m, &listings);
+        assert_eq!(together.len(), listings.len());
+        for (id, entries) in &listings {
+            let alone: OwnMatches = entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| m.score(&e.name).map(|s| (i, s)))
+                .collect();
+            assert_eq!(together[id], alone);
+            assert!(!alone.is_empty());
+        }
     }
 
     #[test]
