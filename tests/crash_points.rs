@@ -383,3 +383,45 @@ fn prunes_killed_after_any_write_lose_no_kept_snapshot() {
         "the second prune deleted what the first condemned"
     );
 }
+
+#[test]
+fn a_master_key_rotation_killed_after_any_write_loses_no_snapshot_and_the_password_still_opens() {
+    let env = new_env();
+    let mut rng = Rng::new(0xC4A5_0005);
+    let source = env.path("src");
+    write_tree(&source, &mut rng, 5, 400_000);
+    env.ok(&["backup", source.to_str().unwrap(), "-q"]);
+    let copy = env.path("copy-before");
+    copy_tree(&source, &copy);
+    let mut ledger = Ledger {
+        trees: env
+            .snapshot_ids()
+            .into_iter()
+            .map(|id| (id, copy.clone()))
+            .collect(),
+    };
+
+    // After a crash at any write the repository is either not yet rotated
+    // or rotated: the password opens it, check passes and every snapshot
+    // restores.
+    let (crashes, out) = crash_everywhere(&env, &["key", "rotate-master"], &[], &mut |env, n| {
+        assert_repository_whole(env, &ledger, &source, &format!("rotate-master, crash {n}"));
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(crashes >= 1, "rotate-master made no write");
+    eprintln!("rotate-master: {crashes} crash points");
+
+    // After the rotation: old snapshots restore, new backups deduplicate
+    // against them and restore too.
+    write_tree(&source.join("after"), &mut rng, 2, 300_000);
+    let before = env.snapshot_ids();
+    env.ok(&["backup", source.to_str().unwrap(), "-q"]);
+    let copy = env.path("copy-after");
+    copy_tree(&source, &copy);
+    for id in env.snapshot_ids() {
+        if !before.contains(&id) {
+            ledger.trees.insert(id, copy.clone());
+        }
+    }
+    assert_repository_whole(&env, &ledger, &source, "after rotate-master");
+}
