@@ -171,7 +171,7 @@ fn a_backup_into_a_full_disk_fails_cleanly_and_the_next_one_completes() {
     let mnt = env.path("small");
     fs::create_dir_all(&mnt).unwrap();
     let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"])
         .arg(&mnt)
         .status()
         .unwrap();
@@ -183,6 +183,9 @@ fn a_backup_into_a_full_disk_fails_cleanly_and_the_next_one_completes() {
         }
     }
     let _guard = Unmount(mnt.clone());
+    // Something else fills most of the disk, leaving about 8 MiB.
+    let ballast = mnt.join("ballast");
+    fs::write(&ballast, vec![0xA5u8; 12 * 1024 * 1024]).unwrap();
     let repo = mnt.join("repo");
     let env_small = |args: &[&str]| {
         env.cmd()
@@ -196,6 +199,7 @@ fn a_backup_into_a_full_disk_fails_cleanly_and_the_next_one_completes() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("big"), Rng::new(7).bytes(12 * 1024 * 1024)).unwrap();
+    fs::write(src.join("small"), b"small").unwrap();
     let out = env_small(&["backup", src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(
@@ -210,12 +214,18 @@ fn a_backup_into_a_full_disk_fails_cleanly_and_the_next_one_completes() {
         "check passes after the failed backup: {}",
         stderr_of(&out)
     );
-    // Free space: a smaller backup now fits.
-    fs::write(src.join("big"), Rng::new(8).bytes(1024 * 1024)).unwrap();
+    // Space is freed: the same backup now completes and restores bit-exact.
+    fs::remove_file(&ballast).unwrap();
     let out = env_small(&["backup", src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let out = env_small(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let target = env.path("out");
+    let out = env_small(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let restored = Env::restored(&target, &src);
+    assert!(fs::read(restored.join("big")).unwrap() == fs::read(src.join("big")).unwrap());
+    assert_eq!(fs::read(restored.join("small")).unwrap(), b"small");
 }
 
 #[test]
