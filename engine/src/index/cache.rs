@@ -391,6 +391,20 @@ impl IndexCache {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Calls `f` with every blob entry, `None` for one that does not decode.
+    pub fn for_each_blob(&self, mut f: impl FnMut(BlobId, Option<BlobLocation>)) -> Result<()> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            match <[u8; 32]>::try_from(k.value()) {
+                Ok(id) => f(BlobId(id), BlobLocation::decode(v.value())),
+                Err(_) => f(BlobId([0; 32]), None),
+            }
+        }
+        Ok(())
+    }
+
     /// Number of blobs known.
     pub fn blob_count(&self) -> Result<u64> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
