@@ -175,6 +175,48 @@ fn stats_count_duplicates_once_and_compression_shows() {
     );
     assert!(s["compression_ratio"].as_f64().unwrap() > 10.0, "{s}");
     assert!(s["space_saving_ratio"].as_f64().unwrap() > 40.0, "{s}");
+    let total_stored = s["stored_size"].as_u64().unwrap();
+    let mut shared = Vec::new();
+    let mut unique_sum = 0;
+    for snap in s["snapshots"].as_array().unwrap() {
+        let field = |name: &str| {
+            snap[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name} missing: {snap}"))
+        };
+        let (raw, stored, unique) = (
+            field("raw_size"),
+            field("stored_size"),
+            field("unique_stored_size"),
+        );
+        assert!(
+            unique <= stored && stored <= total_stored,
+            "unique <= stored <= total stored: {s}"
+        );
+        assert!(
+            (200_000..220_000).contains(&raw),
+            "one copy of the content plus trees: {snap}"
+        );
+        let ratio = snap["compression_ratio"].as_f64().unwrap();
+        assert!(
+            (ratio - raw as f64 / stored as f64).abs() < 1e-6,
+            "ratio is raw / stored: {snap}"
+        );
+        // The content is the same in both: only trees (the folders above
+        // the source, whose times may change between backups) can be a
+        // snapshot's own.
+        assert!(unique < 10_000, "content is shared: {snap}");
+        shared.push(stored - unique);
+        unique_sum += unique;
+    }
+    // Two snapshots: what each uses but does not own is what they share,
+    // and own plus shared is everything stored.
+    assert_eq!(shared[0], shared[1], "{s}");
+    assert_eq!(unique_sum + shared[0], total_stored, "{s}");
+    let text = env.ok(&["stats"]);
+    for column in ["raw", "stored", "ratio", "unique"] {
+        assert!(text.contains(column), "{column} missing from:\n{text}");
+    }
 }
 
 #[test]
