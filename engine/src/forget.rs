@@ -107,6 +107,19 @@ fn buckets(time_ns: i64) -> [i64; 5] {
     [secs.div_euclid(3600), days, week, year * 12 + month, year]
 }
 
+/// What a snapshot is grouped by: host and paths themselves, so that a
+/// path holding a comma or a host holding a space, which print alike, never
+/// join another group.
+type GroupId<'a> = (Option<&'a str>, Option<&'a [String]>);
+
+fn group_id(s: &Snapshot, by: GroupBy) -> GroupId<'_> {
+    (
+        by.host.then_some(s.host.as_str()),
+        by.paths.then_some(s.paths.as_slice()),
+    )
+}
+
+/// The group as printed.
 fn group_key(s: &Snapshot, by: GroupBy) -> String {
     let mut key = String::new();
     if by.host {
@@ -125,13 +138,17 @@ pub fn apply_policy(
     policy: &RetentionPolicy,
     group_by: GroupBy,
 ) -> Vec<Decision> {
-    let mut groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupId<'_>, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
     for s in snapshots {
-        groups.entry(group_key(&s.1, group_by)).or_default().push(s);
+        groups.entry(group_id(&s.1, group_by)).or_default().push(s);
     }
     let mut out = Vec::new();
-    for (group, mut list) in groups {
+    for mut list in groups.into_values() {
         list.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+        let group = list
+            .first()
+            .map(|s| group_key(&s.1, group_by))
+            .unwrap_or_default();
         let newest = list.first().map(|s| s.1.time).unwrap_or(0);
         let rules = [
             ("hourly", policy.hourly),
@@ -454,6 +471,27 @@ mod tests {
             kept(&apply_policy(&s, &last, GroupBy::default())),
             vec![1, 2, 3, 4, 5],
             "host and paths: every snapshot is alone"
+        );
+    }
+
+    /// A path with a comma in its name is not two paths, and a host name
+    /// with a space is not a host and a path: groups are told apart by
+    /// host and paths themselves, not by the key printed for them.
+    #[test]
+    fn snapshots_whose_printed_group_keys_coincide_stay_in_separate_groups() {
+        let s = vec![
+            of_paths(1, T0, "h", &["/data", "/old"]),
+            of_paths(2, T0 + HOUR, "h", &["/data,/old"]),
+            of_paths(3, T0, "h /x", &["/y"]),
+            of_paths(4, T0 + HOUR, "h", &["/x /y"]),
+        ];
+        let last = RetentionPolicy {
+            last: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(&apply_policy(&s, &last, GroupBy::default())),
+            vec![1, 2, 3, 4]
         );
     }
 
