@@ -107,6 +107,19 @@ fn buckets(time_ns: i64) -> [i64; 5] {
     [secs.div_euclid(3600), days, week, year * 12 + month, year]
 }
 
+/// What a snapshot is grouped by: host and paths themselves, so that a
+/// path holding a comma or a host holding a space, which print alike, never
+/// join another group.
+type GroupId<'a> = (Option<&'a str>, Option<&'a [String]>);
+
+fn group_id(s: &Snapshot, by: GroupBy) -> GroupId<'_> {
+    (
+        by.host.then_some(s.host.as_str()),
+        by.paths.then_some(s.paths.as_slice()),
+    )
+}
+
+/// The group as printed.
 fn group_key(s: &Snapshot, by: GroupBy) -> String {
     let mut key = String::new();
     if by.host {
@@ -125,13 +138,17 @@ pub fn apply_policy(
     policy: &RetentionPolicy,
     group_by: GroupBy,
 ) -> Vec<Decision> {
-    let mut groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupId<'_>, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
     for s in snapshots {
-        groups.entry(group_key(&s.1, group_by)).or_default().push(s);
+        groups.entry(group_id(&s.1, group_by)).or_default().push(s);
     }
     let mut out = Vec::new();
-    for (group, mut list) in groups {
+    for mut list in groups.into_values() {
         list.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+        let group = list
+            .first()
+            .map(|s| group_key(&s.1, group_by))
+            .unwrap_or_default();
         let newest = list.first().map(|s| s.1.time).unwrap_or(0);
         let rules = [
             ("hourly", policy.hourly),
@@ -291,14 +308,20 @@ mod tests {
     const DAY: i64 = 24 * HOUR;
 
     fn snap(i: u8, time: i64, host: &str, tags: &[&str]) -> (SnapshotId, Snapshot) {
+        let (id, mut s) = of_paths(i, time, host, &["/data"]);
+        s.tags = tags.iter().map(|t| t.to_string()).collect();
+        (id, s)
+    }
+
+    fn of_paths(i: u8, time: i64, host: &str, paths: &[&str]) -> (SnapshotId, Snapshot) {
         (
             SnapshotId([i; 32]),
             Snapshot {
                 time,
                 host: host.into(),
                 user: "u".into(),
-                paths: vec!["/data".into()],
-                tags: tags.iter().map(|t| t.to_string()).collect(),
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+                tags: Vec::new(),
                 tree: BlobId([0; 32]),
                 parent: None,
                 summary: BackupSummary::default(),
@@ -353,6 +376,122 @@ mod tests {
         assert_eq!(
             kept(&apply_policy(&s, &p, GroupBy::default())),
             vec![3, 5, 7]
+        );
+    }
+
+    const MINUTE: i64 = 60_000_000_000;
+    const SECOND: i64 = 1_000_000_000;
+
+    /// Hours are calendar hours (UTC), not spans back from the newest
+    /// snapshot; only hours that have snapshots count; each keeps its
+    /// newest.
+    #[test]
+    fn keep_hourly_keeps_the_newest_of_each_of_the_last_hours_that_have_snapshots() {
+        let s = vec![
+            snap(1, T0 + 10 * MINUTE, "a", &[]),
+            snap(2, T0 + 50 * MINUTE, "a", &[]),
+            // The last instant of the second hour, and the first of the third.
+            snap(3, T0 + 2 * HOUR - SECOND, "a", &[]),
+            snap(4, T0 + 2 * HOUR, "a", &[]),
+            // Nothing in the fourth and fifth hours.
+            snap(5, T0 + 5 * HOUR + 30 * MINUTE, "a", &[]),
+        ];
+        let hourly = |n| RetentionPolicy {
+            hourly: Some(n),
+            ..Default::default()
+        };
+        // Hours 5, 2 and 1: the empty hours 3 and 4 are skipped, and 3 and
+        // 4 are an hour apart in time but fall in two hours.
+        assert_eq!(
+            kept(&apply_policy(&s, &hourly(3), GroupBy::default())),
+            vec![3, 4, 5]
+        );
+        // One more hour: the first, where 2 is newer than 1.
+        let d = apply_policy(&s, &hourly(4), GroupBy::default());
+        assert_eq!(kept(&d), vec![2, 3, 4, 5]);
+        assert!(d.iter().filter(|d| d.keep).all(|d| d.reasons == ["hourly"]));
+        assert_eq!(
+            kept(&apply_policy(&s, &hourly(1), GroupBy::default())),
+            vec![5]
+        );
+    }
+
+    /// Before 1970 hours still start on the hour: the nanosecond before
+    /// the epoch is in the hour before it, with the rest of that hour.
+    #[test]
+    fn keep_hourly_puts_times_before_1970_in_the_right_hour() {
+        let s = vec![
+            snap(1, -HOUR + 1, "a", &[]),
+            snap(2, -1, "a", &[]),
+            snap(3, 0, "a", &[]),
+        ];
+        let p = RetentionPolicy {
+            hourly: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(kept(&apply_policy(&s, &p, GroupBy::default())), vec![2, 3]);
+    }
+
+    /// Grouped by paths alone, hosts that back up the same paths share a
+    /// group and different paths never do; by host alone, the reverse;
+    /// by nothing, everything is one group.
+    #[test]
+    fn grouping_by_paths_joins_hosts_and_separates_path_sets() {
+        let s = vec![
+            of_paths(1, T0, "alpha", &["/data"]),
+            of_paths(2, T0 + HOUR, "beta", &["/data"]),
+            of_paths(3, T0 + 2 * HOUR, "alpha", &["/home"]),
+            of_paths(4, T0 + 3 * HOUR, "alpha", &["/data", "/home"]),
+            of_paths(5, T0 - HOUR, "beta", &["/home"]),
+        ];
+        let last = RetentionPolicy {
+            last: Some(1),
+            ..Default::default()
+        };
+        let by = |host, paths| GroupBy { host, paths };
+        let d = apply_policy(&s, &last, by(false, true));
+        // /data: 2 over 1 (other host, same group); /home: 3 over 5;
+        // /data and /home together: a group of its own.
+        assert_eq!(kept(&d), vec![2, 3, 4]);
+        let group = |i: u8| d.iter().find(|d| d.id.0[0] == i).unwrap().group.clone();
+        assert_eq!(group(1), group(2));
+        assert_eq!(group(3), group(5));
+        assert_ne!(group(1), group(3));
+        assert_ne!(group(4), group(1));
+        assert_ne!(group(4), group(3));
+        assert!(
+            !group(1).contains("alpha") && !group(2).contains("beta"),
+            "no host in {:?}",
+            group(1)
+        );
+
+        assert_eq!(kept(&apply_policy(&s, &last, by(true, false))), vec![2, 4]);
+        assert_eq!(kept(&apply_policy(&s, &last, by(false, false))), vec![4]);
+        assert_eq!(
+            kept(&apply_policy(&s, &last, GroupBy::default())),
+            vec![1, 2, 3, 4, 5],
+            "host and paths: every snapshot is alone"
+        );
+    }
+
+    /// A path with a comma in its name is not two paths, and a host name
+    /// with a space is not a host and a path: groups are told apart by
+    /// host and paths themselves, not by the key printed for them.
+    #[test]
+    fn snapshots_whose_printed_group_keys_coincide_stay_in_separate_groups() {
+        let s = vec![
+            of_paths(1, T0, "h", &["/data", "/old"]),
+            of_paths(2, T0 + HOUR, "h", &["/data,/old"]),
+            of_paths(3, T0, "h /x", &["/y"]),
+            of_paths(4, T0 + HOUR, "h", &["/x /y"]),
+        ];
+        let last = RetentionPolicy {
+            last: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(&apply_policy(&s, &last, GroupBy::default())),
+            vec![1, 2, 3, 4]
         );
     }
 

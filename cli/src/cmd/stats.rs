@@ -13,12 +13,22 @@ pub(crate) async fn run(ctx: &Context) -> Result<u8, CliError> {
         output::json(&s)?;
         return Ok(exit::OK);
     }
+    if !s.snapshots.is_empty() {
+        println!(
+            "{:<10} {:>8} {:>12} {:>12} {:>12} {:>6} {:>12}",
+            "id", "files", "restore", "raw", "stored", "ratio", "unique"
+        );
+    }
     for snap in &s.snapshots {
         println!(
-            "{}  {:>8} files  {:>12}",
+            "{:<10} {:>8} {:>12} {:>12} {:>12} {:>5.2}x {:>12}",
             snap.id.short(),
             snap.files,
-            output::bytes(snap.restore_size)
+            output::bytes(snap.restore_size),
+            output::bytes(snap.raw_size),
+            output::bytes(snap.stored_size),
+            snap.compression_ratio,
+            output::bytes(snap.unique_stored_size)
         );
     }
     println!("snapshots:            {}", s.snapshots.len());
