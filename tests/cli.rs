@@ -545,3 +545,57 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[test]
+fn ctrl_c_stops_a_backup_with_exit_130_and_leaves_the_repository_whole() {
+    use std::time::{Duration, Instant};
+
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data"), kith_e2e::Rng::new(130).bytes(2 << 20)).unwrap();
+    // The backup stops itself right before its index delta, so the
+    // interrupt lands in the middle of the work, never after it.
+    let child = env
+        .cmd()
+        .args(["backup", src.to_str().unwrap()])
+        .env("KITH_TEST_STOP_BEFORE_PUT", "index")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the backup never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for signal in ["-INT", "-CONT"] {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.to_lowercase().contains("interrupt"), "{stderr}");
+    assert!(
+        env.snapshot_ids().is_empty(),
+        "an interrupted backup committed"
+    );
+    env.ok(&["check"]);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert_eq!(env.snapshot_ids().len(), 1);
+}

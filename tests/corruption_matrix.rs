@@ -109,7 +109,10 @@ fn flip_inside(path: &Path, ids: &[[u8; 32]], seed: u64) -> String {
     let at = start + (rng.next_u64() as usize) % 32;
     bytes[at] ^= (rng.next_u64() % 255 + 1) as u8;
     fs::write(path, &bytes).unwrap();
-    format!("byte {at} (inside a stored tree id) of {} flipped", bytes.len())
+    format!(
+        "byte {at} (inside a stored tree id) of {} flipped",
+        bytes.len()
+    )
 }
 
 fn panicked(out: &Output) -> bool {

@@ -470,7 +470,10 @@ mod tests {
                         subtree: None,
                     })
                     .collect();
-                (BlobId(*blake3::hash(&t.to_le_bytes()).as_bytes()), Arc::new(entries))
+                (
+                    BlobId(*blake3::hash(&t.to_le_bytes()).as_bytes()),
+                    Arc::new(entries),
+                )
             })
             .collect();
         let m = Matcher::new("holliday").unwrap();
