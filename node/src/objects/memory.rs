@@ -37,6 +37,8 @@ pub struct MemoryNetwork {
     holders: Mutex<BTreeMap<PeerId, Holder>>,
     fetches: AtomicU64,
     fetched_bytes: AtomicU64,
+    /// Requests that found their peer down (a dial that would fail).
+    unreachable: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryNetwork {
@@ -135,6 +137,11 @@ impl MemoryNetwork {
             .collect()
     }
 
+    /// Requests sent to a peer that was down, so far.
+    pub fn unreachable_requests(&self) -> u64 {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
     /// Fetch requests served so far, and the bytes they returned.
     pub fn fetch_stats(&self) -> (u64, u64) {
         (
@@ -192,10 +199,13 @@ impl MemoryTransport {
         let mut holders = self.net.lock();
         match holders.get_mut(&peer) {
             Some(h) if !h.down => f(h),
-            Some(_) => Err(TransportError::Unreachable {
-                peer,
-                reason: "the peer is down".into(),
-            }),
+            Some(_) => {
+                self.net.unreachable.fetch_add(1, Ordering::Relaxed);
+                Err(TransportError::Unreachable {
+                    peer,
+                    reason: "the peer is down".into(),
+                })
+            }
             None => Err(TransportError::Unreachable {
                 peer,
                 reason: "no such peer".into(),

@@ -77,6 +77,10 @@ pub struct ObjectStore<T: ShardTransport> {
     /// last, so a restore with holders gone does not wait on each of them
     /// for every object.
     away: Mutex<BTreeMap<PeerId, Instant>>,
+    /// The peers the node was connected to at the last look, and when:
+    /// reads ask the others last, so a holder that went down before the
+    /// restore began costs no dial at all when the rest suffice.
+    connected: tokio::sync::Mutex<Option<(Instant, BTreeSet<PeerId>)>>,
     /// When failing reads last rebuilt an incomplete map.
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     /// The folder of a private placement map, when the shared one was busy.
@@ -85,6 +89,8 @@ pub struct ObjectStore<T: ShardTransport> {
 
 /// How long an unreachable holder is asked last.
 const AWAY_FOR: Duration = Duration::from_secs(60);
+/// How long a look at the connected peers is trusted.
+const CONNECTED_FOR: Duration = Duration::from_secs(2);
 /// How often failing reads may rebuild an incomplete placement map.
 const REFRESH_EVERY: Duration = Duration::from_secs(30);
 
@@ -150,6 +156,7 @@ impl<T: ShardTransport> ObjectStore<T> {
             capsule_lock: tokio::sync::Mutex::new(()),
             refreshed: std::sync::atomic::AtomicBool::new(false),
             away: Mutex::new(BTreeMap::new()),
+            connected: tokio::sync::Mutex::new(None),
             last_refresh: tokio::sync::Mutex::new(None),
             _private_map: private,
         };
@@ -207,6 +214,33 @@ impl<T: ShardTransport> ObjectStore<T> {
     fn is_away(&self, peer: &PeerId) -> bool {
         let away = self.away.lock().unwrap_or_else(|e| e.into_inner());
         away.get(peer).is_some_and(|t| t.elapsed() < AWAY_FOR)
+    }
+
+    /// The holders worth asking last: unreachable in the last
+    /// [`AWAY_FOR`], or not connected at the last look (refreshed at most
+    /// every [`CONNECTED_FOR`]). Only an order: they are still asked when
+    /// the others do not suffice.
+    async fn unlikely(&self) -> impl Fn(&PeerId) -> bool + '_ {
+        let connected = {
+            let mut slot = self.connected.lock().await;
+            match slot.as_ref() {
+                Some((at, peers)) if at.elapsed() < CONNECTED_FOR => Some(peers.clone()),
+                _ => match self.transport.usable_peers().await {
+                    Ok(usable) => {
+                        let peers: BTreeSet<PeerId> = usable.into_iter().map(|u| u.peer).collect();
+                        *slot = Some((Instant::now(), peers.clone()));
+                        Some(peers)
+                    }
+                    Err(_) => None,
+                },
+            }
+        };
+        move |peer: &PeerId| {
+            self.is_away(peer)
+                || connected
+                    .as_ref()
+                    .is_some_and(|c| !c.is_empty() && !c.contains(peer))
+        }
     }
 
     /// Runs a placement-map operation off the async runtime.
@@ -610,7 +644,8 @@ impl<T: ShardTransport> ObjectStore<T> {
         let k = usize::from(record.k);
         // Data shards first: with all of them no decoding is needed.
         let mut candidates = record.placements();
-        candidates.sort_by_key(|(p, i)| (self.is_away(p), *i >= record.k, *i));
+        let unlikely = self.unlikely().await;
+        candidates.sort_by_key(|(p, i)| (unlikely(p), *i >= record.k, *i));
         let mut good: BTreeMap<u16, Bytes> = BTreeMap::new();
         let mut in_flight: BTreeSet<u16> = BTreeSet::new();
         let mut running = FuturesUnordered::new();
@@ -763,12 +798,14 @@ impl<T: ShardTransport> ObjectStore<T> {
         let last_block = (b - 1) / bs;
         let fetch_start = first_block * bs;
         let fetch_end = ((last_block + 1) * bs).min(s);
-        // Holders that were just unreachable are skipped: rebuilding from
-        // other shards is quicker than waiting on them again.
+        // Holders that were just unreachable or are not connected are
+        // skipped: rebuilding from other shards is quicker than waiting on
+        // them.
+        let unlikely = self.unlikely().await;
         let holders: Vec<(PeerId, u16)> = record
             .placements()
             .into_iter()
-            .filter(|(p, i)| (record.k == 1 || *i == index) && !self.is_away(p))
+            .filter(|(p, i)| (record.k == 1 || *i == index) && !unlikely(p))
             .collect();
         for (peer, shard_index) in holders {
             let key = ShardKey {

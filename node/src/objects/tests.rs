@@ -160,6 +160,32 @@ async fn two_peers_down_still_reads() {
 }
 
 #[tokio::test]
+async fn holders_down_before_the_read_are_not_asked_when_the_others_suffice() {
+    let net = MemoryNetwork::new();
+    let peers = net.add_holders(5);
+    let dir = tempfile::tempdir().unwrap();
+    let big = data(2 << 20, 4);
+    {
+        let store = open_store(&net, None, dir.path()).await;
+        store.put(&pack("aa"), big.clone()).await.unwrap();
+    }
+    // Two holders of data shards go down; a new session knows nothing of
+    // it but what the node is connected to.
+    net.set_down(&peers[0], true);
+    net.set_down(&peers[1], true);
+    let store = open_store(&net, None, dir.path()).await;
+    let before = net.unreachable_requests();
+    assert_eq!(store.get(&pack("aa")).await.unwrap(), big);
+    let got = store.get_range(&pack("aa"), 100, 1 << 20).await.unwrap();
+    assert_eq!(&got[..], &big[100..100 + (1 << 20)]);
+    assert_eq!(
+        net.unreachable_requests(),
+        before,
+        "a down holder was asked"
+    );
+}
+
+#[tokio::test]
 async fn corrupt_shard_is_detected_reported_and_another_used() {
     let net = MemoryNetwork::new();
     let peers = net.add_holders(5);
