@@ -332,6 +332,41 @@ fn log_colours_show_only_on_a_terminal_and_never_with_no_color() {
 }
 
 #[test]
+fn a_progress_bar_shows_only_on_a_terminal_and_never_with_quiet_or_json() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Enough data that the restore outlives the bar's first tick.
+    std::fs::write(src.join("big"), kith_e2e::Rng::new(69).bytes(16 << 20)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--quiet"]);
+    let restore = |target: &str, extra: &str| {
+        format!(
+            "restore latest --target {} {extra}",
+            env.path(target).display()
+        )
+    };
+
+    let shown = on_a_terminal(&env, &restore("t1", ""), Some("1"));
+    assert!(
+        shown.contains("ETA"),
+        "a terminal shows progress: {shown:?}"
+    );
+    let quiet = on_a_terminal(&env, &restore("t2", "--quiet"), Some("1"));
+    assert!(!quiet.contains("ETA"), "--quiet: {quiet:?}");
+    let json = on_a_terminal(&env, &restore("t3", "--json"), Some("1"));
+    assert!(!json.contains("ETA"), "--json: {json:?}");
+    let piped = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t4").to_str().unwrap(),
+    ]);
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("ETA"), "not a terminal: {stderr:?}");
+}
+
+#[test]
 fn quiet_silences_the_backup_summary_json_still_prints_and_verbose_adds_log_lines() {
     let env = Env::init();
     let src = env.path("src");
