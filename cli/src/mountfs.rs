@@ -10,9 +10,12 @@
 //! ```
 //!
 //! Inodes are handed out on first sight: a folder's children get theirs
-//! when it is first looked into. File content is read blob by blob through
-//! the engine (`Repository::read_blob`), with a cache of decrypted blobs, so
-//! reading a file sequentially fetches each blob once.
+//! when it is first looked into. File content is read through the engine's
+//! pack-centric reader (`Repository::read_blobs`): a read that misses the
+//! cache of decrypted blobs fetches the blobs it needs and the next
+//! [`READ_AHEAD`] bytes of the file, grouped by pack into one ranged read
+//! per region, so a file read in order costs one request per few MiB and
+//! each blob is fetched once.
 //!
 //! fuser calls in on its own threads; engine calls run on the command's
 //! tokio runtime through a handle.
@@ -34,6 +37,9 @@ use kith_engine::{BlobId, Repository, Snapshot, SnapshotId};
 const TTL: Duration = Duration::from_secs(3600);
 /// Bytes of decrypted blobs kept for reads.
 const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How far past a read that missed the cache the file is fetched: files
+/// are mostly read in order, and the kernel asks in pieces of 128 KiB.
+const READ_AHEAD: u64 = 8 * 1024 * 1024;
 
 /// What an inode stands for.
 enum What {
@@ -103,8 +109,10 @@ impl BlockCache {
 
     fn put(&mut self, id: BlobId, data: Arc<Vec<u8>>) {
         self.bytes += data.len();
-        if self.blobs.insert(id, data).is_none() {
-            self.order.push_back(id);
+        match self.blobs.insert(id, data) {
+            // Cached again: the old copy's bytes are gone.
+            Some(old) => self.bytes = self.bytes.saturating_sub(old.len()),
+            None => self.order.push_back(id),
         }
         while self.bytes > BLOCK_CACHE_BYTES {
             let Some(old) = self.order.pop_front() else {
@@ -429,6 +437,52 @@ impl SnapshotFs {
         Ok(data)
     }
 
+    /// When a blob of `offsets[first..]` that starts before `end` is not
+    /// cached, fetches every uncached blob from there to [`READ_AHEAD`]
+    /// past `end` in one pack-centric read, and caches them.
+    fn fetch_missing(
+        &self,
+        offsets: &[(u64, BlobId)],
+        first: usize,
+        end: u64,
+    ) -> Result<(), Errno> {
+        let needed = offsets
+            .iter()
+            .skip(first)
+            .take_while(|(start, _)| *start < end);
+        let missing = {
+            let mut cache = self.cache.lock().map_err(|_| Errno::EIO)?;
+            needed.clone().any(|(_, id)| cache.get(id).is_none())
+        };
+        if !missing {
+            return Ok(());
+        }
+        let ahead = end.saturating_add(READ_AHEAD);
+        let wanted: Vec<BlobId> = {
+            let mut cache = self.cache.lock().map_err(|_| Errno::EIO)?;
+            offsets
+                .iter()
+                .skip(first)
+                .take_while(|(start, _)| *start < ahead)
+                .map(|(_, id)| *id)
+                .filter(|id| cache.get(id).is_none())
+                .collect()
+        };
+        let repo = self.repo.clone();
+        let blobs = self
+            .runtime
+            .block_on(async move { repo.read_blobs(&wanted).await })
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot read data");
+                Errno::EIO
+            })?;
+        let mut cache = self.cache.lock().map_err(|_| Errno::EIO)?;
+        for (id, data) in blobs {
+            cache.put(id, Arc::new(data));
+        }
+        Ok(())
+    }
+
     fn read_range(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let offsets = self.offsets(ino)?;
         let file_size = {
@@ -445,6 +499,7 @@ impl SnapshotFs {
         }
         // The first blob that starts at or before `offset`.
         let first = offsets.partition_point(|(start, _)| *start <= offset);
+        self.fetch_missing(&offsets, first.saturating_sub(1), end)?;
         let mut pos = offset;
         for (start, id) in offsets.iter().skip(first.saturating_sub(1)) {
             if pos >= end {
