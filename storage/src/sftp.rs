@@ -772,7 +772,8 @@ impl Backend for SftpBackend {
     }
 
     fn parallel_transfers(&self) -> usize {
-        4
+        // Each request waits on the server more than on this machine.
+        8
     }
 
     async fn create(&self) -> Result<()> {

@@ -161,7 +161,12 @@ pub(crate) async fn fill(
     }
     let places = Arc::new(plan.blobs.clone());
     let key = *repo.chunk_id_key();
-    let permits = Arc::new(Semaphore::new(options.concurrency.unwrap_or(4).max(1)));
+    // Reads in flight: at least 4 (a local disk keeps one write in flight
+    // but reads well in parallel), more where the backend says so.
+    let reads = options
+        .concurrency
+        .unwrap_or_else(|| repo.backend().parallel_transfers().max(4));
+    let permits = Arc::new(Semaphore::new(reads.max(1)));
     let mut tasks: JoinSet<RangeResult> = JoinSet::new();
     let max_range = repo.backend().read_size().clamp(MIN_RANGE, MAX_RANGE);
     for range in ranges(by_pack, max_range) {

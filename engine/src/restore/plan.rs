@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::id::BlobId;
 use crate::patterns::Patterns;
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Tree};
 use crate::{Error, Result};
 
 use super::options::{RestoreEvent, RestoreObserver, RestoreOptions, RestoreOutcome};
@@ -65,6 +65,64 @@ fn warn(observer: &RestoreObserver, outcome: &mut RestoreOutcome, path: &Path, m
     outcome.errors.push((path.display().to_string(), message));
 }
 
+/// Trees read ahead of the walk. When the walk needs a tree it does not
+/// hold, it reads it together with the trees waiting on the stack, grouped
+/// by pack (`Repository::read_blobs`): on a remote repository that is one
+/// round trip per region of a tree pack instead of one per folder.
+#[derive(Default)]
+struct TreesAhead {
+    ready: HashMap<BlobId, Tree>,
+    /// Trees a batch could not read: each is read alone, which names the
+    /// damage, and never batched again.
+    unreadable: std::collections::HashSet<BlobId>,
+}
+
+/// Trees read in one batch at most.
+const TREES_AHEAD: usize = 256;
+
+impl TreesAhead {
+    async fn take(
+        &mut self,
+        repo: &Repository,
+        id: &BlobId,
+        waiting: impl Iterator<Item = BlobId>,
+    ) -> Result<Tree> {
+        if let Some(tree) = self.ready.remove(id) {
+            return Ok(tree);
+        }
+        if !self.unreadable.contains(id) {
+            let mut batch: Vec<BlobId> = std::iter::once(*id)
+                .chain(waiting)
+                .filter(|w| !self.ready.contains_key(w) && !self.unreadable.contains(w))
+                .take(TREES_AHEAD)
+                .collect();
+            // A damaged or missing tree fails the whole batch: set it aside
+            // and read the rest (a few tries, then one at a time).
+            for _ in 0..4 {
+                match repo.read_blobs(&batch).await {
+                    Ok(blobs) => {
+                        for (blob, bytes) in blobs {
+                            if let Ok(tree) = Tree::from_bytes(&bytes, &blob) {
+                                self.ready.insert(blob, tree);
+                            }
+                        }
+                        break;
+                    }
+                    Err(Error::BlobNotFound(bad) | Error::BlobDamaged { blob: bad, .. }) => {
+                        self.unreadable.insert(bad);
+                        batch.retain(|b| *b != bad);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        match self.ready.remove(id) {
+            Some(tree) => Ok(tree),
+            None => repo.read_tree(id).await,
+        }
+    }
+}
+
 pub(crate) async fn build(
     repo: &Repository,
     root: &BlobId,
@@ -94,8 +152,10 @@ pub(crate) async fn build(
         vec![(*root, PathBuf::from("/"), target.to_owned(), false)];
     let mut created_dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut pending_dirs: HashMap<PathBuf, Node> = HashMap::new();
+    let mut trees = TreesAhead::default();
     while let Some((tree_id, snap_path, dest, inherited)) = stack.pop() {
-        let tree = match repo.read_tree(&tree_id).await {
+        let waiting = stack.iter().rev().map(|(id, ..)| *id);
+        let tree = match trees.take(repo, &tree_id, waiting).await {
             Ok(t) => t,
             Err(e) if e.is_damage() => {
                 outcome.damage = true;
