@@ -367,3 +367,65 @@ fn peers_without_a_running_node_or_with_too_few_friends_fail_clearly() {
     assert_eq!(out.status.code(), Some(10));
     friend.kill();
 }
+
+#[test]
+fn snapshots_copy_from_peers_to_a_local_folder_and_back() {
+    let c = Cluster::start(3, None);
+    c.init();
+    let source = c.path("source");
+    random_tree(&source, 0x5eed_0006, 4, 1 << 20);
+    c.ok(&["backup", source.to_str().unwrap()]);
+
+    // From the friends to a folder (a machine keeping a local copy).
+    let local = c.path("local-repo");
+    let on_local = |args: &[&str]| {
+        let out = c
+            .owner
+            .cmd()
+            .env("KITH_REPOSITORY", &local)
+            .env("KITH_CACHE_DIR", c.path("local-cache"))
+            .env("KITH_PASSWORD", "another password")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_success(args, &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    on_local(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    let out = c
+        .owner
+        .cmd()
+        .env("KITH_REPOSITORY", &local)
+        .env("KITH_CACHE_DIR", c.path("local-cache"))
+        .env("KITH_PASSWORD", "another password")
+        .env("KITH_FROM_REPOSITORY", "peers://")
+        .env("KITH_FROM_PASSWORD", PASSWORD)
+        .args(["copy", "--json"])
+        .output()
+        .unwrap();
+    assert_success(&["copy", "--from-repo", "peers://"], &out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["copied"].as_array().unwrap().len(), 1, "{report}");
+    let target = c.path("from-local");
+    on_local(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&source, &Env::restored(&target, &source));
+    on_local(&["check", "--read-data"]);
+
+    // And back: a second snapshot made locally goes to the friends.
+    std::fs::write(source.join("added"), b"made on the local copy").unwrap();
+    on_local(&["backup", source.to_str().unwrap()]);
+    let out = c
+        .kith()
+        .env("KITH_FROM_REPOSITORY", &local)
+        .env("KITH_FROM_PASSWORD", "another password")
+        .args(["copy", "--json"])
+        .output()
+        .unwrap();
+    assert_success(&["copy", "--from-repo", "LOCAL"], &out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["copied"].as_array().unwrap().len(), 1, "{report}");
+    let target = c.path("from-peers");
+    c.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&source, &Env::restored(&target, &source));
+    c.ok(&["check", "--read-data"]);
+}

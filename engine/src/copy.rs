@@ -4,7 +4,8 @@
 //! every blob's plaintext from the source, names it with the target's key,
 //! stores in new packs (sealed to the target) what the target lacks, and
 //! rewrites every tree bottom-up with the new ids. The copy records its
-//! source snapshot in `original`, so copying again skips it.
+//! source snapshot in `original`, so copying again skips it, and so does
+//! copying it back to where it came from.
 //!
 //! Order, as in a backup: packs, then their index delta, then the snapshot.
 //! The target is held under a shared lock, refreshed while the copy runs, so
@@ -73,9 +74,12 @@ async fn copy_locked(
 ) -> Result<CopyReport> {
     let mut report = CopyReport::default();
     let (existing, _) = target.snapshots().await?;
+    // Every snapshot of the target under the first original it stands
+    // for: a copy under the snapshot it copies, any other under itself, so
+    // a snapshot copied A→B and then back B→A is recognised too.
     let copies: HashMap<SnapshotId, SnapshotId> = existing
         .iter()
-        .filter_map(|(id, s)| s.original.map(|o| (o, *id)))
+        .map(|(id, s)| (s.original.unwrap_or(*id), *id))
         .collect();
     let mut copier = Copier {
         source,
