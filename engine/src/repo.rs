@@ -728,28 +728,32 @@ impl Repository {
             }
         }
         let mut read: HashMap<BlobId, Vec<u8>> = HashMap::new();
-        for (pack, mut blobs) in by_pack {
-            blobs.sort_by_key(|(_, l)| l.offset);
-            let cipher = self.pack_cipher(&pack).await?;
-            let handle = Handle::new(Kind::Pack, pack.to_hex())?;
-            for run in close_together(&blobs) {
-                let (Some((_, first)), Some((_, last))) = (run.first(), run.last()) else {
-                    continue;
-                };
-                let start = u64::from(first.offset);
-                let end = u64::from(last.offset) + u64::from(last.length);
-                let bytes = self.backend.get_range(&handle, start, end - start).await?;
-                for (id, location) in run {
-                    let from = usize::try_from(u64::from(location.offset) - start).ok();
-                    let sealed = from
-                        .and_then(|f| bytes.get(f..f.checked_add(location.length as usize)?))
-                        .ok_or_else(|| Error::BlobDamaged {
-                            blob: *id,
-                            pack,
-                            reason: "the pack is shorter than its index says".into(),
-                        })?;
-                    read.insert(*id, self.open_blob(&cipher, id, location, sealed)?);
+        let mut ciphers: HashMap<PackId, Arc<Cipher>> = HashMap::new();
+        for range in crate::restore::pack_reads(self.backend.as_ref(), by_pack) {
+            let pack = range.pack;
+            let cipher = match ciphers.get(&pack) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.pack_cipher(&pack).await?;
+                    ciphers.insert(pack, c.clone());
+                    c
                 }
+            };
+            let handle = Handle::new(Kind::Pack, pack.to_hex())?;
+            let bytes = self
+                .backend
+                .get_range(&handle, range.offset, range.length)
+                .await?;
+            for (id, location) in &range.blobs {
+                let from = usize::try_from(u64::from(location.offset) - range.offset).ok();
+                let sealed = from
+                    .and_then(|f| bytes.get(f..f.checked_add(location.length as usize)?))
+                    .ok_or_else(|| Error::BlobDamaged {
+                        blob: *id,
+                        pack,
+                        reason: "the pack is shorter than its index says".into(),
+                    })?;
+                read.insert(*id, self.open_blob(&cipher, id, location, sealed)?);
             }
         }
         Ok(ids
@@ -1129,69 +1133,14 @@ async fn put_key_file(
     Ok(id)
 }
 
-/// Blobs of one pack, sorted by offset, cut into runs that one ranged read
-/// fetches: a gap wider than [`READ_GAP`] is cheaper as a second request
-/// than as bytes read and thrown away.
-fn close_together(blobs: &[(BlobId, BlobLocation)]) -> Vec<&[(BlobId, BlobLocation)]> {
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for i in 1..=blobs.len() {
-        let split = match (blobs.get(i - 1), blobs.get(i)) {
-            (Some((_, a)), Some((_, b))) => {
-                let a_end = u64::from(a.offset) + u64::from(a.length);
-                u64::from(b.offset).saturating_sub(a_end) > READ_GAP
-            }
-            _ => true,
-        };
-        if split {
-            if let Some(run) = blobs.get(start..i) {
-                runs.push(run);
-            }
-            start = i;
-        }
-    }
-    runs
-}
-
-/// The widest gap between two blobs that one ranged read spans.
-const READ_GAP: u64 = 256 * 1024;
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::blob::{BlobKind, Compression};
+    use crate::blob::BlobKind;
     use crate::packer::PackSink;
     use crate::{InitOptions, KdfParams};
-
-    fn at(offset: u32, length: u32) -> (BlobId, BlobLocation) {
-        (
-            BlobId([offset as u8; 32]),
-            BlobLocation {
-                pack: PackId([0; 32]),
-                offset,
-                length,
-                raw_length: length,
-                kind: BlobKind::Data,
-                compression: Compression::None,
-            },
-        )
-    }
-
-    #[test]
-    fn blobs_close_together_share_one_read_and_a_wide_gap_splits_them() {
-        let gap = READ_GAP as u32;
-        let blobs = [
-            at(0, 100),
-            at(100, 50),
-            at(150 + gap, 10),
-            at(160 + 2 * gap + 1, 5),
-        ];
-        let runs: Vec<usize> = close_together(&blobs).iter().map(|r| r.len()).collect();
-        assert_eq!(runs, vec![3, 1]);
-        assert!(close_together(&[]).is_empty());
-    }
 
     #[tokio::test]
     async fn read_blobs_returns_each_asked_blob_once_in_order_across_packs() {

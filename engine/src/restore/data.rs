@@ -29,11 +29,21 @@ const MAX_GAP: u64 = 1024 * 1024;
 const MIN_RANGE: u64 = 1024 * 1024;
 const MAX_RANGE: u64 = 64 * 1024 * 1024;
 
-struct Range {
-    pack: PackId,
-    offset: u64,
-    length: u64,
-    blobs: Vec<(BlobId, BlobLocation)>,
+/// One ranged read of a pack and the blobs it holds.
+pub(crate) struct Range {
+    pub(crate) pack: PackId,
+    pub(crate) offset: u64,
+    pub(crate) length: u64,
+    pub(crate) blobs: Vec<(BlobId, BlobLocation)>,
+}
+
+/// The ranged reads that fetch `by_pack`'s blobs from `backend`: neighbours
+/// merged, each read at most the backend's read size.
+pub(crate) fn pack_reads(
+    backend: &dyn kith_storage::Backend,
+    by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+) -> Vec<Range> {
+    ranges(by_pack, backend.read_size().clamp(MIN_RANGE, MAX_RANGE))
 }
 
 #[derive(Default)]
@@ -168,8 +178,7 @@ pub(crate) async fn fill(
         .unwrap_or_else(|| repo.backend().parallel_transfers().max(4));
     let permits = Arc::new(Semaphore::new(reads.max(1)));
     let mut tasks: JoinSet<RangeResult> = JoinSet::new();
-    let max_range = repo.backend().read_size().clamp(MIN_RANGE, MAX_RANGE);
-    for range in ranges(by_pack, max_range) {
+    for range in pack_reads(repo.backend().as_ref(), by_pack) {
         let Some(cipher) = ciphers.get(&range.pack).cloned() else {
             continue;
         };

@@ -7,6 +7,7 @@
 //! metadata, folders last and deepest first so that their times stick.
 
 mod data;
+pub(crate) use data::pack_reads;
 mod finish;
 mod options;
 mod plan;
