@@ -378,26 +378,20 @@ fn snapshots_copy_from_peers_to_a_local_folder_and_back() {
 
     // From the friends to a folder (a machine keeping a local copy).
     let local = c.path("local-repo");
-    let on_local = |args: &[&str]| {
-        let out = c
-            .owner
-            .cmd()
-            .env("KITH_REPOSITORY", &local)
+    let local_cmd = || {
+        let mut cmd = c.owner.cmd();
+        cmd.env("KITH_REPOSITORY", &local)
             .env("KITH_CACHE_DIR", c.path("local-cache"))
-            .env("KITH_PASSWORD", "another password")
-            .args(args)
-            .output()
-            .unwrap();
+            .env("KITH_PASSWORD", "another password");
+        cmd
+    };
+    let on_local = |args: &[&str]| {
+        let out = local_cmd().args(args).output().unwrap();
         assert_success(args, &out);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     on_local(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
-    let out = c
-        .owner
-        .cmd()
-        .env("KITH_REPOSITORY", &local)
-        .env("KITH_CACHE_DIR", c.path("local-cache"))
-        .env("KITH_PASSWORD", "another password")
+    let out = local_cmd()
         .env("KITH_FROM_REPOSITORY", "peers://")
         .env("KITH_FROM_PASSWORD", PASSWORD)
         .args(["copy", "--json"])
