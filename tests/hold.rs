@@ -67,17 +67,17 @@ fn an_owner_stores_lists_and_fetches_on_a_friend_within_its_quota() {
 
     // 600 KiB fits, another 600 KiB does not; a larger shard streams in chunks.
     let a = data(600 << 10, 1);
-    rt.block_on(t.store(holder_id, key(&owner, 1, 0), a.clone()))
+    rt.block_on(t.store(holder_id, key(&owner, 1, 0), a.clone().into()))
         .unwrap();
     refused_with(
-        rt.block_on(t.store(holder_id, key(&owner, 2, 0), data(600 << 10, 2))),
+        rt.block_on(t.store(holder_id, key(&owner, 2, 0), data(600 << 10, 2).into())),
         ErrorCode::OverQuota,
     );
     // Storing the same shard again is fine (idempotent).
-    rt.block_on(t.store(holder_id, key(&owner, 1, 0), a.clone()))
+    rt.block_on(t.store(holder_id, key(&owner, 1, 0), a.clone().into()))
         .unwrap();
     let small = data(1000, 3);
-    rt.block_on(t.store(holder_id, key(&owner, 3, 5), small.clone()))
+    rt.block_on(t.store(holder_id, key(&owner, 3, 5), small.clone().into()))
         .unwrap();
 
     let held = rt.block_on(t.holdings(holder_id)).unwrap();
@@ -129,7 +129,7 @@ fn an_owner_stores_lists_and_fetches_on_a_friend_within_its_quota() {
         .unwrap();
     assert!(rt.block_on(s.usable_peers()).unwrap().is_empty());
     refused_with(
-        rt.block_on(s.store(holder_id, key(&owner, 4, 0), data(10, 4))),
+        rt.block_on(s.store(holder_id, key(&owner, 4, 0), data(10, 4).into())),
         ErrorCode::Unauthorized,
     );
     // ...but the owner key proves the owner from any machine.
@@ -144,7 +144,7 @@ fn an_owner_stores_lists_and_fetches_on_a_friend_within_its_quota() {
         .unwrap(),
         1
     );
-    rt.block_on(t.store(holder_id, key(&owner, 2, 0), data(600 << 10, 2)))
+    rt.block_on(t.store(holder_id, key(&owner, 2, 0), data(600 << 10, 2).into()))
         .unwrap();
 }
 
@@ -164,7 +164,7 @@ fn a_restarted_holder_keeps_its_holdings() {
         .unwrap();
     let shards: Vec<Bytes> = (0..5).map(|i| data(100_000 + i * 777, i as u8)).collect();
     for (i, d) in shards.iter().enumerate() {
-        rt.block_on(t.store(holder_id, key(&owner, 1, i as u16), d.clone()))
+        rt.block_on(t.store(holder_id, key(&owner, 1, i as u16), d.clone().into()))
             .unwrap();
     }
 
@@ -205,7 +205,7 @@ fn a_holder_in_corrupt_shards_mode_serves_flipped_bytes() {
         .block_on(DaemonTransport::connect(&owner_node.dir, SEED))
         .unwrap();
     let d = data(50_000, 5);
-    rt.block_on(t.store(holder_id, key(&owner, 1, 0), d.clone()))
+    rt.block_on(t.store(holder_id, key(&owner, 1, 0), d.clone().into()))
         .unwrap();
     let got = rt
         .block_on(t.fetch(holder_id, key(&owner, 1, 0), 0, None, 1 << 20))

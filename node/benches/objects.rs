@@ -30,7 +30,7 @@ fn object(seed: u64) -> Vec<u8> {
 }
 
 fn coding_bench(c: &mut Criterion) {
-    let data = object(1);
+    let data = bytes::Bytes::from(object(1));
     let mut group = c.benchmark_group("coding 3-of-5, 16 MiB");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(LEN as u64));
@@ -39,15 +39,11 @@ fn coding_bench(c: &mut Criterion) {
     });
     let shards = coding::encode(&data, 3, 5).unwrap();
     group.bench_function("decode, all data shards", |b| {
-        let have: Vec<(u16, &[u8])> = (0..3)
-            .map(|i| (i, shards[usize::from(i)].as_slice()))
-            .collect();
+        let have: Vec<(u16, &[u8])> = (0..3).map(|i| (i, &shards[usize::from(i)][..])).collect();
         b.iter(|| coding::decode(LEN as u64, 3, 5, &have).unwrap())
     });
     group.bench_function("decode, 2 data shards lost", |b| {
-        let have: Vec<(u16, &[u8])> = (2..5)
-            .map(|i| (i, shards[usize::from(i)].as_slice()))
-            .collect();
+        let have: Vec<(u16, &[u8])> = (2..5).map(|i| (i, &shards[usize::from(i)][..])).collect();
         b.iter(|| coding::decode(LEN as u64, 3, 5, &have).unwrap())
     });
     group.finish();

@@ -23,7 +23,7 @@ use kith_net::{
 use crate::{
     peers::PeerBook,
     policy::PeerProfile,
-    transport::{ShardTransport, TransportError, UsablePeer},
+    transport::{ShardBytes, ShardTransport, TransportError, UsablePeer},
 };
 
 /// Uptime assumed for a connected friend until uptime is measured.
@@ -72,6 +72,31 @@ fn failure_domain(peer: &PeerId) -> u32 {
 }
 
 impl NetTransport {
+    /// Stores a whole shard of `len` bytes read from `reader` on `peer`,
+    /// streaming it: the daemon passes the bytes from its control socket
+    /// straight to the holder without holding the shard in memory.
+    pub async fn store_from<R: futures::AsyncRead + Unpin>(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        len: u64,
+        reader: R,
+    ) -> Result<(), TransportError> {
+        self.connect(peer).await?;
+        let received = self
+            .net
+            .store_shard_from(peer, key, len, 0, len, reader)
+            .await
+            .map_err(|e| map_err(peer, e))?;
+        if received != len {
+            return Err(TransportError::Unreachable {
+                peer,
+                reason: format!("the holder confirmed {received} of {len} bytes"),
+            });
+        }
+        Ok(())
+    }
+
     /// A transport for `owner` over `net`.
     pub(crate) fn new(net: NetHandle, owner: OwnerKeypair, book: Arc<PeerBook>) -> Self {
         Self {
@@ -236,21 +261,16 @@ impl ShardTransport for NetTransport {
         Ok(())
     }
 
-    async fn store(&self, peer: PeerId, key: ShardKey, data: Bytes) -> Result<(), TransportError> {
-        self.connect(peer).await?;
-        let len = data.len() as u64;
-        let received = self
-            .net
-            .store_shard(peer, key, len, 0, &data)
-            .await
-            .map_err(|e| map_err(peer, e))?;
-        if received != len {
-            return Err(TransportError::Unreachable {
-                peer,
-                reason: format!("the holder confirmed {received} of {len} bytes"),
-            });
-        }
-        Ok(())
+    async fn store(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        data: ShardBytes,
+    ) -> Result<(), TransportError> {
+        use futures::AsyncReadExt as _;
+        let [head, body] = data.parts();
+        let reader = futures::io::Cursor::new(head).chain(futures::io::Cursor::new(body));
+        self.store_from(peer, key, data.len(), reader).await
     }
 
     async fn fetch(

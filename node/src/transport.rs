@@ -26,6 +26,64 @@ pub struct UsablePeer {
     pub profile: PeerProfile,
 }
 
+/// A shard's bytes on their way to a holder: its header, then its body.
+/// They are kept apart so that a data shard's body can be a slice of the
+/// object it was cut from instead of a copy of it; a holder receives the
+/// two as one run of bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardBytes {
+    /// The authenticated header.
+    pub head: Bytes,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl ShardBytes {
+    /// The shard's length, header and body.
+    pub fn len(&self) -> u64 {
+        (self.head.len() + self.body.len()) as u64
+    }
+
+    /// Whether the shard has no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.body.is_empty()
+    }
+
+    /// The two parts, in the order they are sent.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.head, &self.body]
+    }
+
+    /// The shard as one buffer (copies unless one part is empty).
+    pub fn contiguous(&self) -> Bytes {
+        if self.body.is_empty() {
+            return self.head.clone();
+        }
+        if self.head.is_empty() {
+            return self.body.clone();
+        }
+        let mut all = Vec::with_capacity(self.head.len() + self.body.len());
+        all.extend_from_slice(&self.head);
+        all.extend_from_slice(&self.body);
+        Bytes::from(all)
+    }
+}
+
+impl From<Bytes> for ShardBytes {
+    fn from(bytes: Bytes) -> Self {
+        Self {
+            head: bytes,
+            body: Bytes::new(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for ShardBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        Bytes::from(bytes).into()
+    }
+}
+
 /// Why a transport operation failed, in terms the object store can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -79,7 +137,12 @@ pub trait ShardTransport: Send + Sync + 'static {
 
     /// Stores a whole shard on `peer` (idempotent: storing the same key
     /// twice with the same bytes succeeds).
-    async fn store(&self, peer: PeerId, key: ShardKey, data: Bytes) -> Result<(), TransportError>;
+    async fn store(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        data: ShardBytes,
+    ) -> Result<(), TransportError>;
 
     /// Reads `len` bytes of a shard from `offset` (`None`: to the end),
     /// refusing answers longer than `max_len`.

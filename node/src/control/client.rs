@@ -22,7 +22,7 @@ use super::protocol::{
 };
 use crate::{
     policy::PeerProfile,
-    transport::{ShardTransport, TransportError, UsablePeer},
+    transport::{ShardBytes, ShardTransport, TransportError, UsablePeer},
     NodeDir, NodeError,
 };
 
@@ -210,12 +210,13 @@ impl DaemonTransport {
         }
     }
 
-    /// Sends `request` (and `body` after it) and returns the answer; the
-    /// connection goes back to the pool when the exchange completed.
+    /// Sends `request` (and the parts of `body` after it) and returns the
+    /// answer; the connection goes back to the pool when the exchange
+    /// completed.
     async fn call(
         &self,
         request: LocalRequest,
-        body: Option<&[u8]>,
+        body: &[&[u8]],
     ) -> Result<(LocalResponse, Connection), TransportError> {
         let mut conn = self.take().await?;
         let lost = |e: NodeError| {
@@ -225,9 +226,9 @@ impl DaemonTransport {
         write_frame(&mut conn.stream, &request)
             .await
             .map_err(lost)?;
-        if let Some(body) = body {
+        for part in body {
             conn.stream
-                .write_all(body)
+                .write_all(part)
                 .await
                 .map_err(|e| lost(NodeError::Control(e.to_string())))?;
         }
@@ -238,7 +239,7 @@ impl DaemonTransport {
     async fn simple(
         &self,
         request: LocalRequest,
-        body: Option<&[u8]>,
+        body: &[&[u8]],
     ) -> Result<LocalResponse, TransportError> {
         let (answer, conn) = self.call(request, body).await?;
         self.put_back(conn);
@@ -278,7 +279,7 @@ impl ShardTransport for DaemonTransport {
     }
 
     async fn usable_peers(&self) -> Result<Vec<UsablePeer>, TransportError> {
-        match self.simple(LocalRequest::UsablePeers, None).await? {
+        match self.simple(LocalRequest::UsablePeers, &[]).await? {
             LocalResponse::UsablePeers(list) => Ok(list
                 .into_iter()
                 .filter_map(|u| {
@@ -299,7 +300,7 @@ impl ShardTransport for DaemonTransport {
     }
 
     async fn known_peers(&self) -> Result<Vec<PeerId>, TransportError> {
-        match self.simple(LocalRequest::KnownPeers, None).await? {
+        match self.simple(LocalRequest::KnownPeers, &[]).await? {
             LocalResponse::KnownPeers(list) => {
                 Ok(list.iter().filter_map(|p| peer_from(p).ok()).collect())
             }
@@ -315,23 +316,25 @@ impl ShardTransport for DaemonTransport {
             .iter()
             .map(|(p, a)| (p.to_bytes(), addrs_to(a)))
             .collect();
-        match self
-            .simple(LocalRequest::LearnPeers { peers }, None)
-            .await?
-        {
+        match self.simple(LocalRequest::LearnPeers { peers }, &[]).await? {
             LocalResponse::Done => Ok(()),
             other => Err(odd(&other)),
         }
     }
 
-    async fn store(&self, peer: PeerId, key: ShardKey, data: Bytes) -> Result<(), TransportError> {
+    async fn store(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        data: ShardBytes,
+    ) -> Result<(), TransportError> {
         let req = LocalRequest::Store {
             peer: peer.to_bytes(),
             tag: key.tag,
             index: key.index,
-            len: data.len() as u64,
+            len: data.len(),
         };
-        match self.simple(req, Some(&data)).await? {
+        match self.simple(req, &data.parts()).await? {
             LocalResponse::Done => Ok(()),
             other => Err(odd(&other)),
         }
@@ -353,7 +356,7 @@ impl ShardTransport for DaemonTransport {
             len,
             max_len,
         };
-        let (answer, mut conn) = self.call(req, None).await?;
+        let (answer, mut conn) = self.call(req, &[]).await?;
         let n = match into_result(answer) {
             Ok(LocalResponse::Sending { len: n }) => n,
             Ok(other) => return Err(odd(&other)),
@@ -386,7 +389,7 @@ impl ShardTransport for DaemonTransport {
         let req = LocalRequest::Holdings {
             peer: peer.to_bytes(),
         };
-        match self.simple(req, None).await? {
+        match self.simple(req, &[]).await? {
             LocalResponse::Holdings(list) => Ok(list),
             other => Err(odd(&other)),
         }
@@ -401,7 +404,7 @@ impl ShardTransport for DaemonTransport {
             peer: peer.to_bytes(),
             shards,
         };
-        match self.simple(req, None).await? {
+        match self.simple(req, &[]).await? {
             LocalResponse::Deleted { count } => Ok(count),
             other => Err(odd(&other)),
         }

@@ -350,27 +350,34 @@ async fn store(
             "a shard of {len} bytes exceeds the limit of {MAX_SHARD_LEN}"
         )));
     }
-    // The bytes follow the header whatever the answer will be: read them.
-    let mut data = Vec::with_capacity(len as usize);
-    (&mut *stream)
-        .take(len)
-        .read_to_end(&mut data)
+    // The bytes follow the header whatever the answer will be. They go
+    // straight from the socket to the holder; whatever a failed store left
+    // unread is drained before answering, so the next request on this
+    // connection starts where it should.
+    let mut bytes = (&mut *stream).take(len);
+    let outcome = match owner {
+        None => Ok(failed("no owner key set")),
+        Some(t) => match peer_from(peer) {
+            Err(e) => Err(e),
+            Ok(peer) => {
+                let key = ShardKey {
+                    owner: t.owner(),
+                    tag,
+                    index,
+                };
+                let reader = tokio_util::compat::TokioAsyncReadCompatExt::compat(&mut bytes);
+                Ok(match t.store_from(peer, key, len, reader).await {
+                    Ok(()) => LocalResponse::Done,
+                    Err(e) => from_transport(e),
+                })
+            }
+        },
+    };
+    tokio::io::copy(&mut bytes, &mut tokio::io::sink())
         .await
         .map_err(|e| NodeError::Control(format!("read: {e}")))?;
-    if data.len() as u64 != len {
+    if bytes.limit() > 0 {
         return Err(NodeError::Control("the shard bytes ended early".to_owned()));
     }
-    let Some(t) = owner else {
-        return Ok(failed("no owner key set"));
-    };
-    let peer: PeerId = peer_from(peer)?;
-    let key = ShardKey {
-        owner: t.owner(),
-        tag,
-        index,
-    };
-    Ok(match t.store(peer, key, Bytes::from(data)).await {
-        Ok(()) => LocalResponse::Done,
-        Err(e) => from_transport(e),
-    })
+    outcome
 }

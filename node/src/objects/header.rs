@@ -1,10 +1,10 @@
-//! Shard format v1: the self-describing, authenticated header in front of
+//! Shard format v2: the self-describing, authenticated header in front of
 //! every shard body (docs/PROTOCOL.md, "Shard format").
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "KITHSHRD"
-//!      8     1  version (1)
+//!      8     1  version (2; 1 is still read)
 //!      9     1  flags (0)
 //!     10     4  header length in bytes, MAC included (u32 LE)
 //!     14    32  owner id
@@ -14,13 +14,18 @@
 //!     82     2  n: shards stored (u16 LE)
 //!     84     8  object length (u64 LE)
 //!     92     8  shard body length (u64 LE)
-//!    100    32  BLAKE3 of the shard body
+//!    100    32  body digest (v2: over the block hashes; v1: BLAKE3 of the body)
 //!    132     4  block size (u32 LE)
 //!    136     4  block count (u32 LE)
 //!    140   154  sealed object name
 //!    294  32×c  BLAKE3 of each block of the body
 //!      …    32  keyed BLAKE3 (header key) of every byte before it
 //! ```
+//!
+//! The body digest of version 2 is derived from the block hashes
+//! ([`body_digest`]) rather than hashed over the body a second time: the
+//! block hashes already cover every byte, and the writer then hashes each
+//! byte once. Version 1 digested the body itself.
 //!
 //! A holder's list of shards and these headers are enough to rebuild the
 //! owner's placement map; the block hashes let a ranged read verify just
@@ -34,8 +39,12 @@ use super::name::SEALED_NAME_LEN;
 
 /// The first bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"KITHSHRD";
-/// The shard format version this code writes and reads.
-pub const VERSION: u8 = 1;
+/// The shard format version this code writes.
+pub const VERSION: u8 = 2;
+/// The oldest shard format version this code still reads.
+pub const OLDEST_VERSION: u8 = 1;
+/// Key-derivation context of the version 2 body digest.
+const BODY_DIGEST_CONTEXT: &str = "kith shard body digest v2";
 /// Bytes before the block hashes.
 pub const FIXED_LEN: usize = 140 + SEALED_NAME_LEN;
 /// Length of the trailing MAC.
@@ -52,6 +61,8 @@ pub const PROBE_LEN: usize = FIXED_LEN + 32 * 64 + MAC_LEN;
 /// A decoded shard header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardHeader {
+    /// The shard format version ([`VERSION`] for new shards).
+    pub version: u8,
     /// Whose shard this is.
     pub owner: OwnerId,
     /// The object it belongs to.
@@ -68,7 +79,8 @@ pub struct ShardHeader {
     pub object_len: u64,
     /// Length of the body that follows this header.
     pub body_len: u64,
-    /// BLAKE3 of the body.
+    /// The body digest: [`body_digest`] of the block hashes (version 2),
+    /// or BLAKE3 of the body (version 1).
     pub body_hash: [u8; 32],
     /// Bytes per block of the body (the last block may be shorter).
     pub block_size: u32,
@@ -139,6 +151,16 @@ pub fn block_hashes(body: &[u8], block_size: u32) -> Vec<[u8; 32]> {
         .collect()
 }
 
+/// The version 2 body digest: BLAKE3 in key-derivation mode over the
+/// body's block hashes in order.
+pub fn body_digest(blocks: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(BODY_DIGEST_CONTEXT);
+    for b in blocks {
+        h.update(b);
+    }
+    *h.finalize().as_bytes()
+}
+
 /// Header length for a body of `body_len` bytes.
 pub fn header_len(body_len: u64) -> usize {
     let blocks = block_count(body_len, block_size_for(body_len));
@@ -189,6 +211,19 @@ impl<'a> Reader<'a> {
 }
 
 impl ShardHeader {
+    /// Whether `body` is the body this header describes: every block hash
+    /// matches and so does the body digest.
+    pub fn body_matches(&self, body: &[u8]) -> bool {
+        if body.len() as u64 != self.body_len {
+            return false;
+        }
+        if self.version == 1 {
+            return *blake3::hash(body).as_bytes() == self.body_hash;
+        }
+        block_hashes(body, self.block_size) == self.blocks
+            && body_digest(&self.blocks) == self.body_hash
+    }
+
     /// The encoded length of this header.
     pub fn encoded_len(&self) -> usize {
         FIXED_LEN + 32 * self.blocks.len() + MAC_LEN
@@ -199,7 +234,7 @@ impl ShardHeader {
         let len = self.encoded_len();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.push(self.version);
         out.push(0);
         out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(&self.owner.0);
@@ -230,7 +265,7 @@ impl ShardHeader {
             return Err(HeaderError::BadMagic);
         }
         let version = r.array::<1>()?[0];
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(HeaderError::Unsupported(version));
         }
         r.take(1)?;
@@ -248,7 +283,7 @@ impl ShardHeader {
         let announced = Self::announced_len(bytes)?;
         let mut r = Reader { bytes, pos: 0 };
         r.take(8)?;
-        r.take(1)?;
+        let version = r.array::<1>()?[0];
         let flags = r.array::<1>()?[0];
         if flags != 0 {
             return Err(HeaderError::Inconsistent("unknown flags"));
@@ -305,6 +340,7 @@ impl ShardHeader {
         r.take(MAC_LEN)?;
         Ok((
             Self {
+                version,
                 owner,
                 tag,
                 sealed_name,
@@ -358,6 +394,7 @@ mod tests {
         let block_size = block_size_for(body_len);
         let count = block_count(body_len, block_size);
         ShardHeader {
+            version: VERSION,
             owner: OwnerId([1; 32]),
             tag: ObjectTag([2; 32]),
             sealed_name: [3; SEALED_NAME_LEN],
@@ -374,12 +411,60 @@ mod tests {
 
     const KEY: [u8; 32] = [7; 32];
 
+    /// A header for `body` of the given version, digest filled in.
+    fn describing(body: &[u8], version: u8) -> ShardHeader {
+        let mut h = header(body.len() as u64, 1, 3, 0);
+        h.version = version;
+        h.blocks = block_hashes(body, h.block_size);
+        h.body_hash = if version == 1 {
+            *blake3::hash(body).as_bytes()
+        } else {
+            body_digest(&h.blocks)
+        };
+        h
+    }
+
+    #[test]
+    fn a_body_matches_its_header_in_both_versions_and_a_flipped_byte_does_not() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        for version in [1, 2] {
+            let h = describing(&body, version);
+            let (back, _) = ShardHeader::decode(&h.encode(&KEY), &KEY).unwrap();
+            assert_eq!(back, h);
+            assert!(back.body_matches(&body), "version {version}");
+            let mut bad = body.clone();
+            bad[200_000] ^= 1;
+            assert!(!back.body_matches(&bad), "version {version}");
+            assert!(!back.body_matches(&body[1..]), "version {version}");
+        }
+    }
+
+    #[test]
+    fn a_version_2_digest_is_not_the_plain_hash_of_the_body() {
+        let body = vec![9u8; 100_000];
+        let h = describing(&body, 2);
+        assert_ne!(h.body_hash, *blake3::hash(&body).as_bytes());
+        let mut swapped = h.clone();
+        swapped.body_hash = *blake3::hash(&body).as_bytes();
+        assert!(!swapped.body_matches(&body));
+    }
+
+    #[test]
+    fn version_0_is_refused_as_unsupported() {
+        let mut bytes = header(1000, 1, 3, 0).encode(&KEY);
+        bytes[8] = 0;
+        assert_eq!(
+            ShardHeader::decode_unverified(&bytes).unwrap_err(),
+            HeaderError::Unsupported(0)
+        );
+    }
+
     #[test]
     fn header_layout_starts_with_magic_version_and_length() {
         let h = header(1 << 20, 3, 5, 4);
         let bytes = h.encode(&KEY);
         assert_eq!(&bytes[..8], b"KITHSHRD");
-        assert_eq!(bytes[8], 1);
+        assert_eq!(bytes[8], 2);
         assert_eq!(bytes.len(), header_len(h.body_len));
         assert_eq!(ShardHeader::announced_len(&bytes).unwrap(), bytes.len());
         assert_eq!(FIXED_LEN, 294);
@@ -388,10 +473,10 @@ mod tests {
     #[test]
     fn newer_version_is_unsupported_not_corrupt() {
         let mut bytes = header(10, 1, 3, 0).encode(&KEY);
-        bytes[8] = 2;
+        bytes[8] = VERSION + 1;
         assert_eq!(
             ShardHeader::decode(&bytes, &KEY).unwrap_err(),
-            HeaderError::Unsupported(2)
+            HeaderError::Unsupported(VERSION + 1)
         );
     }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use kith_net::{ErrorCode, ErrorReply, Holding, Multiaddr, ObjectTag, OwnerId, PeerId, ShardKey};
 
 use crate::policy::PeerProfile;
-use crate::transport::{ShardTransport, TransportError, UsablePeer};
+use crate::transport::{ShardBytes, ShardTransport, TransportError, UsablePeer};
 
 struct Holder {
     addr: Multiaddr,
@@ -248,7 +248,12 @@ impl ShardTransport for MemoryTransport {
         Ok(())
     }
 
-    async fn store(&self, peer: PeerId, key: ShardKey, data: Bytes) -> Result<(), TransportError> {
+    async fn store(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        data: ShardBytes,
+    ) -> Result<(), TransportError> {
         if key.owner != self.owner {
             return Err(TransportError::Refused {
                 peer,
@@ -258,13 +263,13 @@ impl ShardTransport for MemoryTransport {
         self.reach(peer, |h| {
             let old = h.shards.get(&key).map_or(0, |b| b.len() as u64);
             let used = h.used() - old;
-            if h.refuse || used.saturating_add(data.len() as u64) > h.quota {
+            if h.refuse || used.saturating_add(data.len()) > h.quota {
                 return Err(TransportError::Refused {
                     peer,
                     reply: ErrorReply::new(ErrorCode::OverQuota, "over quota"),
                 });
             }
-            h.shards.insert(key, data);
+            h.shards.insert(key, data.contiguous());
             Ok(())
         })
     }

@@ -44,7 +44,7 @@ pub mod coding {
     use super::error::ObjectError;
 
     /// The `n` shard bodies of `data`.
-    pub fn encode(data: &[u8], k: u16, n: u16) -> Result<Vec<Vec<u8>>, ObjectError> {
+    pub fn encode(data: &bytes::Bytes, k: u16, n: u16) -> Result<Vec<bytes::Bytes>, ObjectError> {
         super::erasure::encode(data, k, n)
     }
 

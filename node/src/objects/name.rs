@@ -59,6 +59,32 @@ pub(crate) struct SealedIdentity {
     pub(crate) written: u64,
 }
 
+/// Key-derivation context of [`content_digest`].
+const CONTENT_CONTEXT: &str = "kith object content digest v1";
+
+/// The content hash a tag commits to: the object's length, `k`, and the
+/// block hashes of its data shards, which between them cover every byte of
+/// the object (and the zero padding of the last shard). It is built from
+/// hashes the shard headers need anyway, so putting an object hashes each
+/// of its bytes once. The same bytes cut with another `k` get another
+/// digest; such a put stores the object anew, which costs an upload but
+/// is never wrong.
+pub(crate) fn content_digest<'a>(
+    object_len: u64,
+    k: u16,
+    data_blocks: impl IntoIterator<Item = &'a Vec<[u8; 32]>>,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(CONTENT_CONTEXT);
+    h.update(&object_len.to_le_bytes());
+    h.update(&k.to_le_bytes());
+    for blocks in data_blocks {
+        for b in blocks {
+            h.update(b);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
 /// The tag of an object: keyed hash of kind, name, write time and content
 /// hash. Including the content hash means a rewrite with other bytes never
 /// reuses the shard keys of the version it replaces.

@@ -26,12 +26,12 @@ use kith_storage::{Handle, Kind};
 use super::capsule::RootCapsule;
 use super::erasure;
 use super::error::ObjectError;
-use super::header::{block_hashes, block_size_for, shard_len, ShardHeader};
+use super::header::{block_hashes, block_size_for, body_digest, shard_len, ShardHeader, VERSION};
 use super::keys::OwnerKeys;
 use super::map::{ObjectRecord, PlacementMap, ShardRecord};
-use super::name::{object_tag, rewritten_in_place, seal, SealedIdentity};
+use super::name::{content_digest, object_tag, rewritten_in_place, seal, SealedIdentity};
 use crate::policy::{choose_placement, PolicyError, PolicyGoal};
-use crate::transport::{ShardTransport, TransportError, UsablePeer};
+use crate::transport::{ShardBytes, ShardTransport, TransportError, UsablePeer};
 
 /// Options of an [`ObjectStore`].
 #[derive(Clone, Debug, Default)]
@@ -105,6 +105,57 @@ impl<T: ShardTransport> std::fmt::Debug for ObjectStore<T> {
 
 fn now_ns() -> u64 {
     u64::try_from(kith_engine::now_ns()).unwrap_or(0)
+}
+
+/// Cuts `data` into its `k`-of-`n` shards with their headers and derives
+/// the object's tag from the data shards' block hashes, so that every byte
+/// is hashed once (docs/PROTOCOL.md, "Shard format").
+fn build_shards(
+    keys: &OwnerKeys,
+    id: &SealedIdentity,
+    data: &Bytes,
+    k: u16,
+    n: u16,
+) -> Result<(ObjectTag, Vec<(ShardHeader, ShardBytes)>), ObjectError> {
+    let len = data.len() as u64;
+    let bodies = erasure::encode(data, k, n)?;
+    let body_len = shard_len(len, k);
+    let block_size = block_size_for(body_len);
+    let blocks: Vec<Vec<[u8; 32]>> = if k == 1 {
+        // Whole copies: one set of block hashes serves them all.
+        vec![block_hashes(data, block_size); bodies.len()]
+    } else {
+        bodies.iter().map(|b| block_hashes(b, block_size)).collect()
+    };
+    let content = content_digest(len, k, blocks.iter().take(usize::from(k)));
+    let tag = object_tag(keys, id, &content);
+    let sealed_name = seal(keys, &tag, id).ok_or(ObjectError::Keys {
+        reason: "cannot seal the object name".into(),
+    })?;
+    let shards = bodies
+        .into_iter()
+        .zip(blocks)
+        .enumerate()
+        .map(|(i, (body, blocks))| {
+            let header = ShardHeader {
+                version: VERSION,
+                owner: keys.owner_id(),
+                tag,
+                sealed_name,
+                index: u16::try_from(i).unwrap_or(u16::MAX),
+                k,
+                n,
+                object_len: len,
+                body_len,
+                body_hash: body_digest(&blocks),
+                block_size,
+                blocks,
+            };
+            let head = Bytes::from(header.encode(keys.header_key()));
+            (header, ShardBytes { head, body })
+        })
+        .collect();
+    Ok((tag, shards))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -263,7 +314,6 @@ impl<T: ShardTransport> ObjectStore<T> {
     /// Stores `data` under `name`. Storing the same bytes again is a no-op;
     /// other bytes replace the earlier object.
     pub async fn put(&self, name: &Handle, data: Bytes) -> Result<(), ObjectError> {
-        let content = *blake3::hash(&data).as_bytes();
         let id = SealedIdentity {
             handle: name.clone(),
             written: if rewritten_in_place(name.kind) {
@@ -272,13 +322,12 @@ impl<T: ShardTransport> ObjectStore<T> {
                 0
             },
         };
-        let tag = object_tag(&self.keys, &id, &content);
         let h = name.clone();
         let old = self.in_map(move |m| m.get(&h)).await?;
-        if old.as_ref().is_some_and(|o| o.tag == tag.0) {
+        let unchanged = old.as_ref().map(|o| o.tag);
+        let Some((record, holders)) = self.upload(&id, unchanged, data).await? else {
             return Ok(());
-        }
-        let (record, holders) = self.upload(&id, tag, data).await?;
+        };
         let h = name.clone();
         let rec = record.clone();
         let new_holders = self.in_map(move |m| m.insert(&h, &rec, &holders)).await?;
@@ -291,12 +340,14 @@ impl<T: ShardTransport> ObjectStore<T> {
         Ok(())
     }
 
+    /// Cuts and places the object; `None` when its tag is `unchanged`, so
+    /// the holders already have these very shards.
     async fn upload(
         &self,
         id: &SealedIdentity,
-        tag: ObjectTag,
+        unchanged: Option<[u8; 32]>,
         data: Bytes,
-    ) -> Result<(ObjectRecord, Vec<(PeerId, Vec<Multiaddr>)>), ObjectError> {
+    ) -> Result<Option<(ObjectRecord, Vec<(PeerId, Vec<Multiaddr>)>)>, ObjectError> {
         let name = &id.handle;
         let len = data.len() as u64;
         let peers = self.transport.usable_peers().await?;
@@ -324,40 +375,15 @@ impl<T: ShardTransport> ObjectStore<T> {
         } else {
             u16::try_from(placement.k).map_err(|_| ObjectError::InvalidGoal("k too large"))?
         };
-        let sealed_name = seal(&self.keys, &tag, id).ok_or(ObjectError::Keys {
-            reason: "cannot seal the object name".into(),
-        })?;
         let keys = self.keys.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let bodies = erasure::encode(&data, k, n)?;
-            let body_len = shard_len(len, k);
-            let block_size = block_size_for(body_len);
-            let mut shards = Vec::with_capacity(bodies.len());
-            for (i, body) in bodies.iter().enumerate() {
-                let header = ShardHeader {
-                    owner: keys.owner_id(),
-                    tag,
-                    sealed_name,
-                    index: u16::try_from(i).unwrap_or(u16::MAX),
-                    k,
-                    n,
-                    object_len: len,
-                    body_len,
-                    body_hash: *blake3::hash(body).as_bytes(),
-                    block_size,
-                    blocks: block_hashes(body, block_size),
-                };
-                let head = header.encode(keys.header_key());
-                let mut bytes = Vec::with_capacity(head.len() + body.len());
-                bytes.extend_from_slice(&head);
-                bytes.extend_from_slice(body);
-                shards.push((header, Bytes::from(bytes)));
-            }
-            Ok::<_, ObjectError>(shards)
-        })
-        .await
-        .map_err(|e| ObjectError::Task(e.to_string()))??;
-
+        let identity = id.clone();
+        let (tag, built) =
+            tokio::task::spawn_blocking(move || build_shards(&keys, &identity, &data, k, n))
+                .await
+                .map_err(|e| ObjectError::Task(e.to_string()))??;
+        if unchanged == Some(tag.0) {
+            return Ok(None);
+        }
         let owner = self.keys.owner_id();
         let chosen: Vec<&UsablePeer> = placement
             .peers
@@ -453,7 +479,7 @@ impl<T: ShardTransport> ObjectStore<T> {
                 .collect(),
         };
         let holders = placed.values().map(|p| (p.peer, p.addrs.clone())).collect();
-        Ok((record, holders))
+        Ok(Some((record, holders)))
     }
 
     /// Reads a whole object.
@@ -589,13 +615,12 @@ impl<T: ShardTransport> ObjectStore<T> {
                 body.len()
             ));
         }
-        let hash = *blake3::hash(&body).as_bytes();
         let expected = record
             .shards
             .iter()
             .find(|s| s.index == index)
             .map_or(header.body_hash, |s| s.body_hash);
-        if hash != header.body_hash || hash != expected {
+        if header.body_hash != expected || !header.body_matches(&body) {
             return Err("shard body hash does not match".into());
         }
         Ok(GoodShard { index, body })
@@ -882,7 +907,7 @@ impl<T: ShardTransport> ObjectStore<T> {
         let stores = holders.iter().map(|(peer, _)| {
             let bytes = bytes.clone();
             async move {
-                let r = self.transport.store(*peer, key, bytes).await;
+                let r = self.transport.store(*peer, key, bytes.into()).await;
                 if r.is_ok() && previous > 0 && old_index != key.index {
                     let _ = self.transport.delete(*peer, vec![(tag, old_index)]).await;
                 }
