@@ -146,6 +146,9 @@ async fn answer(shared: &Shared, peer: PeerId, request: ControlRequest) -> Contr
 }
 
 /// Receives a shard into the hold.
+/// How much of a shard file is read or written at once.
+const FILE_IO: usize = 1 << 20;
+
 async fn receive(shared: &Shared, store: InboundStore) {
     let peer = store.peer;
     let key = store.key;
@@ -183,8 +186,11 @@ async fn receive(shared: &Shared, store: InboundStore) {
         f.seek(std::io::SeekFrom::Start(ticket.offset)).await?;
         Ok::<_, std::io::Error>(f)
     };
+    // Shard bytes arrive in network-sized chunks; the file takes them a
+    // MiB at a time, since every write of a tokio file is a trip to the
+    // blocking pool.
     let mut file = match file.await {
-        Ok(f) => f,
+        Ok(f) => tokio::io::BufWriter::with_capacity(FILE_IO, f),
         Err(e) => {
             tracing::error!(path = %ticket.path.display(), %e, "cannot open a shard file");
             let _ = store
@@ -223,7 +229,7 @@ async fn receive(shared: &Shared, store: InboundStore) {
     }
     let synced = async {
         file.flush().await?;
-        file.sync_data().await
+        file.get_mut().sync_data().await
     };
     if let Err(e) = synced.await {
         tracing::error!(%e, "cannot sync a shard file");
@@ -311,7 +317,8 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
             Err(e) => Err(e.into()),
         }
     } else {
-        fetch.send_from(len, file.take(len).compat()).await
+        let reader = tokio::io::BufReader::with_capacity(FILE_IO, file.take(len));
+        fetch.send_from(len, reader.compat()).await
     };
     if let Err(e) = sent {
         tracing::debug!(%peer, %e, "sending a shard failed");
