@@ -8,7 +8,7 @@
 //! object's bytes in order, a ranged read needs only the data shards that
 //! cover the range. With `k = 1` every shard is a whole copy.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
@@ -28,14 +28,39 @@ fn usize_len(len: u64) -> Result<usize, ObjectError> {
     })
 }
 
-thread_local! {
-    /// One encoder per thread, kept between objects: its work buffer is
-    /// as large as the object, and allocating it afresh for every pack
-    /// cost more in page faults than the coding itself.
-    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
-    /// Likewise for rebuilding from parity.
-    static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
+/// Coders kept between objects. A coder's work buffer is a few times the
+/// size of the object; allocating and zeroing it afresh for every pack cost
+/// more in page faults than the coding itself. Reads and writes run on many
+/// blocking threads, so the coders are shared rather than kept per thread.
+struct Pool<T> {
+    idle: Mutex<Vec<T>>,
 }
+
+impl<T> Pool<T> {
+    const fn new() -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Option<T> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Keeps `coder` for the next object unless enough are idle already.
+    fn give_back(&self, coder: T) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_CODERS {
+            idle.push(coder);
+        }
+    }
+}
+
+/// Idle coders kept per direction: as many as objects are read or written
+/// at once by default.
+const IDLE_CODERS: usize = 4;
+static ENCODERS: Pool<ReedSolomonEncoder> = Pool::new();
+static DECODERS: Pool<ReedSolomonDecoder> = Pool::new();
 
 /// The `n` shard bodies of `data` for a `k`-of-`n` code. Data shards that
 /// need no padding are slices of `data`, not copies; only the last data
@@ -65,17 +90,14 @@ pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectE
         .collect();
     let parity = usize::from(n - k);
     if parity > 0 {
-        let recovery = ENCODER.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let encoder = match slot.as_mut() {
-                Some(e) => {
-                    e.reset(usize::from(k), parity, len).map_err(erasure_err)?;
-                    e
-                }
-                None => slot.insert(
-                    ReedSolomonEncoder::new(usize::from(k), parity, len).map_err(erasure_err)?,
-                ),
-            };
+        let mut encoder = match ENCODERS.take() {
+            Some(mut e) => {
+                e.reset(usize::from(k), parity, len).map_err(erasure_err)?;
+                e
+            }
+            None => ReedSolomonEncoder::new(usize::from(k), parity, len).map_err(erasure_err)?,
+        };
+        let recovery = (|| {
             for shard in &shards {
                 encoder.add_original_shard(shard).map_err(erasure_err)?;
             }
@@ -86,7 +108,9 @@ pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectE
                     .map(Bytes::copy_from_slice)
                     .collect::<Vec<_>>(),
             )
-        })?;
+        })();
+        ENCODERS.give_back(encoder);
+        let recovery = recovery?;
         shards.extend(recovery);
     }
     Ok(shards)
@@ -130,17 +154,15 @@ pub(crate) fn decode(
         append_data(&mut out, total, &data, |_| None)?;
         return Ok(out);
     }
-    DECODER.with(|cell| {
-        let parity = usize::from(n - k);
-        let mut slot = cell.borrow_mut();
-        let decoder = match slot.as_mut() {
-            Some(d) => {
-                d.reset(usize::from(k), parity, len).map_err(erasure_err)?;
-                d
-            }
-            None => slot
-                .insert(ReedSolomonDecoder::new(usize::from(k), parity, len).map_err(erasure_err)?),
-        };
+    let parity = usize::from(n - k);
+    let mut decoder = match DECODERS.take() {
+        Some(mut d) => {
+            d.reset(usize::from(k), parity, len).map_err(erasure_err)?;
+            d
+        }
+        None => ReedSolomonDecoder::new(usize::from(k), parity, len).map_err(erasure_err)?,
+    };
+    let rebuilt = (|| {
         for (i, b) in shards {
             if *i < k {
                 decoder
@@ -154,7 +176,9 @@ pub(crate) fn decode(
         }
         let result = decoder.decode().map_err(erasure_err)?;
         append_data(&mut out, total, &data, |i| result.restored_original(i))
-    })?;
+    })();
+    DECODERS.give_back(decoder);
+    rebuilt?;
     Ok(out)
 }
 
@@ -220,7 +244,7 @@ mod tests {
         assert!(decode(1000, 3, 5, &two).is_err());
         let wrong_len: Vec<(u16, &[u8])> = vec![(0, &shards[0][..10])];
         assert!(decode(1000, 3, 5, &wrong_len).is_err());
-        // The thread's decoder is reused after a failed decode.
+        // A decoder goes back to the pool after a failed decode and works.
         let three: Vec<(u16, &[u8])> = vec![(0, &shards[0]), (3, &shards[3]), (4, &shards[4])];
         assert_eq!(decode(1000, 3, 5, &three).unwrap(), data);
     }
