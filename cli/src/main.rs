@@ -24,14 +24,20 @@ use crate::error::CliError;
 /// kith allocates and frees pack-sized buffers (MiBs) all the time. glibc's
 /// malloc raises its mmap threshold after each such free and from then on
 /// keeps the memory in its arenas, which nearly doubled peak RSS in
-/// benchmarks (docs/BENCHMARKS.md). A fixed threshold keeps large buffers in
-/// their own mappings, returned to the system when freed.
+/// benchmarks (docs/BENCHMARKS.md). A fixed threshold keeps pack-sized
+/// buffers in their own mappings, returned to the system when freed. It sits
+/// just above the largest chunk (4 MiB), so the many chunk-sized buffers of
+/// a backup or restore are reused from the heap instead: a fresh mapping for
+/// each of them cost more in page faults than the copying they hold.
+/// Allocations from this size up get a mapping of their own.
+const MMAP_THRESHOLD: i32 = 4 * 1024 * 1024 + 64 * 1024;
+
 #[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: mallopt only sets a malloc parameter; it is called once, before
     // any other thread exists, with a documented parameter and value.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 
