@@ -145,10 +145,15 @@ async fn answer(shared: &Shared, peer: PeerId, request: ControlRequest) -> Contr
     }
 }
 
-/// Receives a shard into the hold.
-/// How much of a shard file is read or written at once.
+/// The most of a shard file read or written at once.
 const FILE_IO: usize = 1 << 20;
 
+/// A buffer for `len` bytes of file I/O: up to [`FILE_IO`], never empty.
+fn io_buffer(len: u64) -> usize {
+    usize::try_from(len).unwrap_or(FILE_IO).clamp(1, FILE_IO)
+}
+
+/// Receives a shard into the hold.
 async fn receive(shared: &Shared, store: InboundStore) {
     let peer = store.peer;
     let key = store.key;
@@ -190,7 +195,7 @@ async fn receive(shared: &Shared, store: InboundStore) {
     // MiB at a time, since every write of a tokio file is a trip to the
     // blocking pool.
     let mut file = match file.await {
-        Ok(f) => tokio::io::BufWriter::with_capacity(FILE_IO, f),
+        Ok(f) => tokio::io::BufWriter::with_capacity(io_buffer(store.len), f),
         Err(e) => {
             tracing::error!(path = %ticket.path.display(), %e, "cannot open a shard file");
             let _ = store
@@ -317,7 +322,7 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
             Err(e) => Err(e.into()),
         }
     } else {
-        let reader = tokio::io::BufReader::with_capacity(FILE_IO, file.take(len));
+        let reader = tokio::io::BufReader::with_capacity(io_buffer(len), file.take(len));
         fetch.send_from(len, reader.compat()).await
     };
     if let Err(e) = sent {

@@ -356,9 +356,9 @@ async fn store(
     // connection starts where it should.
     let mut bytes = (&mut *stream).take(len);
     let outcome = match owner {
-        None => Ok(failed("no owner key set")),
+        None => failed("no owner key set"),
         Some(t) => match peer_from(peer) {
-            Err(e) => Err(e),
+            Err(e) => failed(e.to_string()),
             Ok(peer) => {
                 let key = ShardKey {
                     owner: t.owner(),
@@ -366,10 +366,10 @@ async fn store(
                     index,
                 };
                 let reader = tokio_util::compat::TokioAsyncReadCompatExt::compat(&mut bytes);
-                Ok(match t.store_from(peer, key, len, reader).await {
+                match t.store_from(peer, key, len, reader).await {
                     Ok(()) => LocalResponse::Done,
                     Err(e) => from_transport(e),
-                })
+                }
             }
         },
     };
@@ -379,5 +379,5 @@ async fn store(
     if bytes.limit() > 0 {
         return Err(NodeError::Control("the shard bytes ended early".to_owned()));
     }
-    outcome
+    Ok(outcome)
 }

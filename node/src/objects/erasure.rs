@@ -47,8 +47,13 @@ impl<T> Pool<T> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
-    /// Keeps `coder` for the next object unless enough are idle already.
-    fn give_back(&self, coder: T) {
+    /// Keeps `coder`, last used for shards of `shard_len` bytes, for the
+    /// next object, unless enough are idle already or its work buffer (which
+    /// never shrinks) is larger than an idle coder should hold on to.
+    fn give_back(&self, coder: T, shard_len: usize) {
+        if shard_len > MAX_POOLED_SHARD {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < IDLE_CODERS {
             idle.push(coder);
@@ -59,23 +64,27 @@ impl<T> Pool<T> {
 /// Idle coders kept per direction: as many as objects are read or written
 /// at once by default.
 const IDLE_CODERS: usize = 4;
+/// Coders that worked on longer shards are dropped after use: a 3-of-5
+/// decoder's work buffer is eight shards long. Pack-sized objects cut 2 or
+/// more ways stay below this.
+const MAX_POOLED_SHARD: usize = 8 << 20;
 static ENCODERS: Pool<ReedSolomonEncoder> = Pool::new();
 static DECODERS: Pool<ReedSolomonDecoder> = Pool::new();
 
-/// The `n` shard bodies of `data` for a `k`-of-`n` code. Data shards that
-/// need no padding are slices of `data`, not copies; only the last data
-/// shard (padded) and the parity shards are new memory.
-pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectError> {
-    if k == 0 || k > n {
+/// The `k` data shard bodies of `data`: the object cut in `k` parts of
+/// [`shard_len`] bytes, slices of `data` except the last part when it needs
+/// padding; with `k = 1`, `data` itself.
+pub(crate) fn data_shards(data: &Bytes, k: u16) -> Result<Vec<Bytes>, ObjectError> {
+    if k == 0 {
         return Err(ObjectError::Erasure {
-            reason: format!("invalid code {k}-of-{n}"),
+            reason: "invalid code with k = 0".into(),
         });
     }
     if k == 1 {
-        return Ok(vec![data.clone(); usize::from(n)]);
+        return Ok(vec![data.clone()]);
     }
     let len = usize_len(shard_len(data.len() as u64, k))?;
-    let mut shards: Vec<Bytes> = (0..usize::from(k))
+    Ok((0..usize::from(k))
         .map(|i| {
             let start = (i * len).min(data.len());
             let end = ((i + 1) * len).min(data.len());
@@ -87,7 +96,23 @@ pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectE
             s.resize(len, 0);
             Bytes::from(s)
         })
-        .collect();
+        .collect())
+}
+
+/// The `n` shard bodies of `data` for a `k`-of-`n` code. Data shards that
+/// need no padding are slices of `data`, not copies; only the last data
+/// shard (padded) and the parity shards are new memory.
+pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectError> {
+    if k > n {
+        return Err(ObjectError::Erasure {
+            reason: format!("invalid code {k}-of-{n}"),
+        });
+    }
+    if k == 1 {
+        return Ok(vec![data.clone(); usize::from(n)]);
+    }
+    let mut shards = data_shards(data, k)?;
+    let len = usize_len(shard_len(data.len() as u64, k))?;
     let parity = usize::from(n - k);
     if parity > 0 {
         let mut encoder = match ENCODERS.take() {
@@ -109,7 +134,7 @@ pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectE
                     .collect::<Vec<_>>(),
             )
         })();
-        ENCODERS.give_back(encoder);
+        ENCODERS.give_back(encoder, len);
         let recovery = recovery?;
         shards.extend(recovery);
     }
@@ -177,7 +202,7 @@ pub(crate) fn decode(
         let result = decoder.decode().map_err(erasure_err)?;
         append_data(&mut out, total, &data, |i| result.restored_original(i))
     })();
-    DECODERS.give_back(decoder);
+    DECODERS.give_back(decoder, len);
     rebuilt?;
     Ok(out)
 }

@@ -440,6 +440,19 @@ mod tests {
     }
 
     #[test]
+    fn the_body_digest_is_fixed() {
+        assert_eq!(
+            hex::encode(body_digest(&[[1; 32], [2; 32]])),
+            "a0d4f825ecc6cf6a7535a5a164763ac7d0ed868c3da76b53592d8be2486f6f66",
+            "the body digest is part of shard format 2"
+        );
+        assert_ne!(
+            body_digest(&[[2; 32], [1; 32]]),
+            body_digest(&[[1; 32], [2; 32]])
+        );
+    }
+
+    #[test]
     fn a_version_2_digest_is_not_the_plain_hash_of_the_body() {
         let body = vec![9u8; 100_000];
         let h = describing(&body, 2);

@@ -177,6 +177,22 @@ mod tests {
     }
 
     #[test]
+    fn the_content_digest_is_fixed_and_commits_to_length_k_and_blocks() {
+        let blocks = vec![vec![[1u8; 32], [2; 32]], vec![[3; 32]]];
+        let d = content_digest(1000, 2, &blocks);
+        assert_eq!(
+            hex::encode(d),
+            "4e95b5f3b8bee1cdac85c33f72c82bb1f3ec46de0ae13d5c58d3793bd21dc4c2",
+            "the content digest is part of the shard format: changing it re-uploads every object"
+        );
+        assert_ne!(content_digest(1001, 2, &blocks), d);
+        assert_ne!(content_digest(1000, 3, &blocks), d);
+        let mut other = blocks.clone();
+        other[1][0][31] ^= 1;
+        assert_ne!(content_digest(1000, 2, &other), d);
+    }
+
+    #[test]
     fn sealed_names_open_only_with_their_owner_and_tag() {
         let k = keys(1);
         let id = SealedIdentity {

@@ -282,6 +282,30 @@ async fn put_is_idempotent_and_a_rewrite_replaces_the_old_shards() {
 }
 
 #[tokio::test]
+async fn re_putting_unchanged_bytes_needs_no_peers_and_ignores_a_new_peer_count() {
+    let net = MemoryNetwork::new();
+    let peers = net.add_holders(5);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&net, None, dir.path()).await;
+    let bytes = data(1 << 20, 11);
+    store.put(&pack("aa"), bytes.clone()).await.unwrap();
+    let held = net.held();
+    // A sixth peer would make the code 4-of-6; the object stays as cut.
+    net.add_holders(1);
+    store.put(&pack("aa"), bytes.clone()).await.unwrap();
+    assert_eq!(net.held(), held);
+    // With too few peers for any new object, the same bytes still succeed.
+    for p in &peers[..4] {
+        net.set_down(p, true);
+    }
+    store.put(&pack("aa"), bytes.clone()).await.unwrap();
+    assert!(matches!(
+        store.put(&pack("aa"), data(1 << 20, 12)).await,
+        Err(ObjectError::NotEnoughPeers { .. })
+    ));
+}
+
+#[tokio::test]
 async fn delete_removes_every_shard_even_of_a_peer_that_was_down() {
     let net = MemoryNetwork::new();
     let peers = net.add_holders(5);
