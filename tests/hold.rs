@@ -8,7 +8,8 @@
 use bytes::Bytes;
 use kith_e2e::node::{wait_for, TestNode};
 use kith_net::{ErrorCode, ObjectTag, OwnerKeypair, PeerId, ShardKey};
-use kith_node::control::client::DaemonTransport;
+use kith_node::control::client::{Connection, DaemonTransport};
+use kith_node::control::protocol::{LocalRequest, LocalResponse};
 use kith_node::transport::{ShardTransport, TransportError};
 
 const SEED: [u8; 32] = [7; 32];
@@ -226,4 +227,34 @@ fn a_holder_in_corrupt_shards_mode_serves_flipped_bytes() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn a_request_naming_a_bad_peer_id_is_answered_and_the_connection_stays_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut owner_node = TestNode::local(&tmp.path().join("owner"), "1M");
+    owner_node.start();
+    runtime().block_on(async {
+        let mut c = Connection::open(&owner_node.dir).await.unwrap();
+        let set = c.request(&LocalRequest::SetOwner { seed: SEED }).await;
+        assert!(matches!(set, Ok(LocalResponse::Done)), "{set:?}");
+        let bad = LocalRequest::Fetch {
+            peer: vec![1, 2, 3],
+            tag: ObjectTag([1; 32]),
+            index: 0,
+            offset: 0,
+            len: None,
+            max_len: 10,
+        };
+        let answer = c.request(&bad).await;
+        assert!(
+            matches!(answer, Ok(LocalResponse::Failed { .. })),
+            "{answer:?}"
+        );
+        let next = c.request(&LocalRequest::UsablePeers).await;
+        assert!(
+            matches!(next, Ok(LocalResponse::UsablePeers(_))),
+            "{next:?}"
+        );
+    });
 }

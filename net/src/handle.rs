@@ -93,6 +93,9 @@ pub(crate) fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
     }
 }
 
+/// Most bytes [`NetHandle::fetch_shard`] reserves before any arrive.
+const PREALLOC_LIMIT: u64 = 64 << 20;
+
 impl NetHandle {
     async fn call<T>(
         &self,
@@ -236,7 +239,12 @@ impl NetHandle {
         range: ShardRange,
         max_len: u64,
     ) -> Result<Vec<u8>, NetError> {
-        let mut out = Vec::new();
+        // The asker states the length it expects (a whole shard's, from its
+        // records): reserving it up front saves growing the buffer by
+        // copies while the bytes arrive. A lying `max_len` costs at most
+        // `PREALLOC_LIMIT`.
+        let expected = usize::try_from(max_len.min(PREALLOC_LIMIT)).unwrap_or(0);
+        let mut out = Vec::with_capacity(expected);
         self.fetch_shard_into(peer, key, range, max_len, &mut out)
             .await?;
         Ok(out)

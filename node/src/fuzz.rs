@@ -1,5 +1,5 @@
 //! Entry points for fuzzing the node's decoders of untrusted bytes: the
-//! shard header (shard format v1), the root capsule, invite codes (pasted
+//! shard header (shard formats 1 and 2), the root capsule, invite codes (pasted
 //! by people) and control socket messages.
 //!
 //! Each function feeds arbitrary bytes to one decoder and must return
@@ -35,6 +35,8 @@ pub fn shard_header(data: &[u8]) {
         let same = again.len() == len
             && again.get(..len.saturating_sub(32)) == data.get(..len.saturating_sub(32));
         assert!(same, "a decoded shard header re-encodes to other bytes");
+        // Whatever follows the header is checked as its body.
+        let _ = header.body_matches(data.get(len..).unwrap_or(&[]));
     }
     if let Some(keys) = keys() {
         let _ = ShardHeader::decode(data, crate::objects::header_key_for_fuzzing(&keys));

@@ -135,7 +135,12 @@ async fn dispatch(
             let Some(t) = owner.as_ref() else {
                 return write_frame(stream, &failed("no owner key set: send SetOwner first")).await;
             };
-            match owner_request(t, other).await? {
+            // A request that does not decode (a bad peer id) is answered,
+            // not a reason to drop the connection: no bytes follow it.
+            match owner_request(t, other)
+                .await
+                .unwrap_or_else(|e| Answer::Message(failed(e.to_string())))
+            {
                 Answer::Message(m) => m,
                 Answer::Bytes(data) => {
                     let sending = LocalResponse::Sending {
