@@ -23,6 +23,8 @@ struct Holder {
     corrupt: bool,
     refuse: bool,
     quota: u64,
+    /// Fetches still to fail as if the connection closed under them.
+    failing_fetches: u32,
 }
 
 impl Holder {
@@ -80,6 +82,7 @@ impl MemoryNetwork {
                         corrupt: false,
                         refuse: false,
                         quota: u64::MAX,
+                        failing_fetches: 0,
                     },
                 );
                 peer
@@ -113,6 +116,14 @@ impl MemoryNetwork {
     pub fn set_refuse_stores(&self, peer: &PeerId, refuse: bool) {
         if let Some(h) = self.lock().get_mut(peer) {
             h.refuse = refuse;
+        }
+    }
+
+    /// Makes a holder's next `count` fetches fail as unreachable while it
+    /// stays up, as when a connection closes under a request.
+    pub fn fail_next_fetches(&self, peer: &PeerId, count: u32) {
+        if let Some(h) = self.lock().get_mut(peer) {
+            h.failing_fetches = count;
         }
     }
 
@@ -283,6 +294,13 @@ impl ShardTransport for MemoryTransport {
         max_len: u64,
     ) -> Result<Bytes, TransportError> {
         let out = self.reach(peer, |h| {
+            if h.failing_fetches > 0 {
+                h.failing_fetches -= 1;
+                return Err(TransportError::Unreachable {
+                    peer,
+                    reason: "connection is closed".into(),
+                });
+            }
             let shard = h
                 .shards
                 .get(&key)

@@ -103,6 +103,9 @@ impl<T: ShardTransport> std::fmt::Debug for ObjectStore<T> {
     }
 }
 
+/// The pause before a whole read asks the holders that failed it once more.
+const SECOND_ROUND_PAUSE: Duration = Duration::from_millis(200);
+
 fn now_ns() -> u64 {
     u64::try_from(kith_engine::now_ns()).unwrap_or(0)
 }
@@ -707,6 +710,8 @@ impl<T: ShardTransport> ObjectStore<T> {
         let mut in_flight: BTreeSet<u16> = BTreeSet::new();
         let mut running = FuturesUnordered::new();
         let mut problems = Vec::new();
+        let mut failed: Vec<(PeerId, u16)> = Vec::new();
+        let mut second_round = false;
         loop {
             // With k = 1 any copy will do, so one fetch at a time suffices.
             while good.len() + running.len() < k {
@@ -722,6 +727,16 @@ impl<T: ShardTransport> ObjectStore<T> {
                 );
             }
             let Some((peer, index, result)) = running.next().await else {
+                // Every holder was asked and too few answered. A connection
+                // can close under a request (either side dropping it as the
+                // stream opens) while a fresh dial works: the failed ones
+                // get one more try before the read gives up.
+                if !second_round && !failed.is_empty() {
+                    second_round = true;
+                    candidates = std::mem::take(&mut failed);
+                    tokio::time::sleep(SECOND_ROUND_PAUSE).await;
+                    continue;
+                }
                 break;
             };
             in_flight.remove(&index);
@@ -732,6 +747,7 @@ impl<T: ShardTransport> ObjectStore<T> {
                 Err(reason) => {
                     self.report(peer, record.tag(), index, reason.clone());
                     problems.push(format!("shard {index} on {peer}: {reason}"));
+                    failed.push((peer, index));
                 }
             }
             if good.len() >= k {

@@ -160,6 +160,32 @@ async fn two_peers_down_still_reads() {
 }
 
 #[tokio::test]
+async fn a_holder_whose_connection_closes_under_a_read_is_asked_again() {
+    let net = MemoryNetwork::new();
+    let peers = net.add_holders(5);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&net, None, dir.path()).await;
+    let big = data(2 << 20, 21);
+    store.put(&pack("aa"), big.clone()).await.unwrap();
+    // Two holders are gone; of the three left, each is needed, and one
+    // fails its first fetch though it is up.
+    net.set_down(&peers[0], true);
+    net.set_down(&peers[1], true);
+    net.fail_next_fetches(&peers[2], 1);
+    assert_eq!(store.get(&pack("aa")).await.unwrap(), big);
+    // A holder that keeps failing still makes the read fail, clearly.
+    net.fail_next_fetches(&peers[3], 10);
+    assert!(matches!(
+        store.get(&pack("aa")).await,
+        Err(ObjectError::Unavailable {
+            good: 2,
+            needed: 3,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
 async fn holders_down_before_the_read_are_not_asked_when_the_others_suffice() {
     let net = MemoryNetwork::new();
     let peers = net.add_holders(5);
