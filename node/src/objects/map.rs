@@ -246,6 +246,32 @@ impl PlacementMap {
         Ok(out)
     }
 
+    /// Every object with its record.
+    pub(crate) fn records(&self) -> Result<Vec<(Handle, ObjectRecord)>, ObjectError> {
+        let rows = self.read(|tx| {
+            let t = tx.open_table(OBJECTS)?;
+            let mut rows = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                rows.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(rows)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            let kind = key
+                .first()
+                .and_then(|c| Kind::ALL.into_iter().find(|k| kind_code(*k) == *c));
+            let name = key.get(1..).and_then(|n| std::str::from_utf8(n).ok());
+            let (Some(kind), Some(name)) = (kind, name) else {
+                return Err(self.fail("damaged object key"));
+            };
+            let handle = Handle::new(kind, name).map_err(|e| self.fail(e))?;
+            out.push((handle, self.decode(&value)?));
+        }
+        Ok(out)
+    }
+
     /// Replaces the whole map with what the holders said, marking it
     /// complete or not (when some holders did not answer).
     pub(crate) fn replace_all(

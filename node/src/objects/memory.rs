@@ -25,6 +25,8 @@ struct Holder {
     quota: u64,
     /// Fetches still to fail as if the connection closed under them.
     failing_fetches: u32,
+    /// Holdings requests still to fail the same way.
+    failing_listings: u32,
 }
 
 impl Holder {
@@ -83,6 +85,7 @@ impl MemoryNetwork {
                         refuse: false,
                         quota: u64::MAX,
                         failing_fetches: 0,
+                        failing_listings: 0,
                     },
                 );
                 peer
@@ -124,6 +127,14 @@ impl MemoryNetwork {
     pub fn fail_next_fetches(&self, peer: &PeerId, count: u32) {
         if let Some(h) = self.lock().get_mut(peer) {
             h.failing_fetches = count;
+        }
+    }
+
+    /// Makes a holder's next `count` holdings requests fail as unreachable
+    /// while it stays up, as when its connection is still coming up.
+    pub fn fail_next_listings(&self, peer: &PeerId, count: u32) {
+        if let Some(h) = self.lock().get_mut(peer) {
+            h.failing_listings = count;
         }
     }
 
@@ -335,6 +346,13 @@ impl ShardTransport for MemoryTransport {
     async fn holdings(&self, peer: PeerId) -> Result<Vec<Holding>, TransportError> {
         let owner = self.owner;
         self.reach(peer, |h| {
+            if h.failing_listings > 0 {
+                h.failing_listings -= 1;
+                return Err(TransportError::Unreachable {
+                    peer,
+                    reason: "the connection closed".into(),
+                });
+            }
             Ok(h.shards
                 .iter()
                 .filter(|(k, _)| k.owner == owner)

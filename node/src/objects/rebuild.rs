@@ -7,7 +7,7 @@
 //! shard's header, check its MAC, open its sealed name, and group the
 //! shards by object. Shards that do not verify are reported and left out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 use kith_net::{Holding, Multiaddr, PeerId, ShardKey};
@@ -87,6 +87,7 @@ impl<T: ShardTransport> ObjectStore<T> {
             .into_iter()
             .collect();
         let mut shards: Vec<(PeerId, Holding)> = Vec::new();
+        let mut silent = BTreeSet::new();
         for (peer, listing) in listings {
             match listing {
                 Ok(list) => {
@@ -99,7 +100,10 @@ impl<T: ShardTransport> ObjectStore<T> {
                             .map(|h| (peer, h)),
                     );
                 }
-                Err(e) => tracing::warn!(%peer, error = %e, "no holdings from peer"),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "no holdings from peer");
+                    silent.insert(peer);
+                }
             }
         }
         let headers: Vec<_> = futures::stream::iter(shards)
@@ -200,6 +204,13 @@ impl<T: ShardTransport> ObjectStore<T> {
                 }
             }
         }
+        if !silent.is_empty() {
+            let (old, old_holders) = self.in_map(|m| Ok((m.records()?, m.holders()?))).await?;
+            keep_silent_placements(&mut records, old, &silent);
+            for (peer, a) in old_holders {
+                addrs.entry(peer).or_insert(a);
+            }
+        }
         report.objects = records.len();
         let mut holders: BTreeMap<PeerId, Vec<Multiaddr>> = BTreeMap::new();
         for (record, _) in records.values() {
@@ -260,5 +271,110 @@ impl<T: ShardTransport> ObjectStore<T> {
             return Err("held length does not match the header".into());
         }
         Ok(header)
+    }
+}
+
+/// Adds to freshly found records what the old map knew of shards on peers
+/// that did not answer this time. A holder that was briefly unreachable
+/// (its connection still coming up on a fresh machine) has not lost its
+/// shards; forgetting them would leave reads short until the next rebuild.
+/// A name found with another tag keeps what the holders said now.
+fn keep_silent_placements(
+    records: &mut BTreeMap<Handle, (ObjectRecord, u64)>,
+    old: Vec<(Handle, ObjectRecord)>,
+    silent: &BTreeSet<PeerId>,
+) {
+    let silent: BTreeSet<Vec<u8>> = silent.iter().map(|p| p.to_bytes()).collect();
+    for (handle, mut old) in old {
+        old.shards.retain_mut(|s| {
+            s.peers.retain(|p| silent.contains(p));
+            !s.peers.is_empty()
+        });
+        if old.shards.is_empty() {
+            continue;
+        }
+        match records.get_mut(&handle) {
+            Some((new, _)) if new.tag == old.tag => {
+                for s in old.shards {
+                    match new.shards.iter_mut().find(|n| n.index == s.index) {
+                        Some(n) => {
+                            for p in s.peers {
+                                if !n.peers.contains(&p) {
+                                    n.peers.push(p);
+                                }
+                            }
+                        }
+                        None => new.shards.push(s),
+                    }
+                }
+                new.shards.sort_by_key(|s| s.index);
+            }
+            Some(_) => {}
+            None => {
+                let written = old.written;
+                records.insert(handle, (old, written));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tag: u8, shards: &[(u16, &[PeerId])]) -> ObjectRecord {
+        ObjectRecord {
+            tag: [tag; 32],
+            written: 0,
+            object_len: 10,
+            k: 2,
+            n: 3,
+            header_len: 0,
+            block_size: 65536,
+            shards: shards
+                .iter()
+                .map(|(index, peers)| ShardRecord {
+                    index: *index,
+                    peers: peers.iter().map(|p| p.to_bytes()).collect(),
+                    body_hash: [0; 32],
+                })
+                .collect(),
+            data_blocks: vec![],
+        }
+    }
+
+    fn peers_of(r: &ObjectRecord, index: u16) -> Vec<PeerId> {
+        r.placements()
+            .into_iter()
+            .filter(|(_, i)| *i == index)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    #[test]
+    fn a_rebuild_keeps_what_the_old_map_knew_of_silent_peers_only() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let pack = |n: &str| Handle::new(kith_storage::Kind::Pack, n).unwrap();
+        let mut records = BTreeMap::new();
+        // Found now: shard 0 on `a`; `c` did not answer, `b` answered.
+        records.insert(pack("aa"), (record(1, &[(0, &[a])]), 0));
+        records.insert(pack("bb"), (record(2, &[(0, &[a])]), 0));
+        let old = vec![
+            (pack("aa"), record(1, &[(0, &[a]), (1, &[b, c]), (2, &[c])])),
+            // Rewritten since under another tag: the new one stands.
+            (pack("bb"), record(9, &[(1, &[c])])),
+            // Only on the silent peer, and on one that no longer has it.
+            (pack("cc"), record(3, &[(0, &[b]), (2, &[c])])),
+            (pack("dd"), record(4, &[(0, &[b])])),
+        ];
+        keep_silent_placements(&mut records, old, &BTreeSet::from([c]));
+        let aa = &records[&pack("aa")].0;
+        assert_eq!(peers_of(aa, 0), vec![a]);
+        assert_eq!(peers_of(aa, 1), vec![c], "b answered without it");
+        assert_eq!(peers_of(aa, 2), vec![c]);
+        assert_eq!(records[&pack("bb")].0.tag, [2; 32]);
+        assert_eq!(records[&pack("bb")].0.placements(), vec![(a, 0)]);
+        assert_eq!(records[&pack("cc")].0.placements(), vec![(c, 2)]);
+        assert!(!records.contains_key(&pack("dd")));
     }
 }

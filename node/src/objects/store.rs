@@ -81,8 +81,8 @@ pub struct ObjectStore<T: ShardTransport> {
     /// reads ask the others last, so a holder that went down before the
     /// restore began costs no dial at all when the rest suffice.
     connected: tokio::sync::Mutex<Option<(Instant, BTreeSet<PeerId>)>>,
-    /// When failing reads last rebuilt an incomplete map.
-    last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// The last rebuild of an incomplete map, which failing reads pace.
+    last_refresh: tokio::sync::Mutex<Option<Refresh>>,
     /// The folder of a private placement map, when the shared one was busy.
     _private_map: Option<tempfile::TempDir>,
 }
@@ -91,8 +91,24 @@ pub struct ObjectStore<T: ShardTransport> {
 const AWAY_FOR: Duration = Duration::from_secs(60);
 /// How long a look at the connected peers is trusted.
 const CONNECTED_FOR: Duration = Duration::from_secs(2);
-/// How often failing reads may rebuild an incomplete placement map.
-const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// The pause between rebuilds of an incomplete placement map that failing
+/// reads ask for: it starts short, so a holder whose connection was still
+/// coming up is found within a second or two, and doubles up to a cap, so
+/// a holder that is really gone costs few rebuilds.
+const REFRESH_FIRST_GAP: Duration = Duration::from_secs(1);
+const REFRESH_MAX_GAP: Duration = Duration::from_secs(16);
+/// How long a read that finds too few shards keeps asking for rebuilds of
+/// an incomplete map before it reports the object unavailable.
+const READ_PATIENCE: Duration = Duration::from_secs(30);
+
+/// One rebuild of the placement map.
+#[derive(Clone, Copy, Debug)]
+struct Refresh {
+    started: Instant,
+    finished: Instant,
+    /// How long after `finished` the next one may start.
+    gap: Duration,
+}
 
 impl<T: ShardTransport> std::fmt::Debug for ObjectStore<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,7 +248,13 @@ impl<T: ShardTransport> ObjectStore<T> {
             _private_map: private,
         };
         if !store.in_map(|m| m.is_complete()).await? {
+            let started = Instant::now();
             store.rebuild_map().await?;
+            *store.last_refresh.lock().await = Some(Refresh {
+                started,
+                finished: Instant::now(),
+                gap: REFRESH_FIRST_GAP,
+            });
         }
         store.retry_pending_deletes().await?;
         Ok(store)
@@ -545,7 +567,7 @@ impl<T: ShardTransport> ObjectStore<T> {
         Ok(())
     }
 
-    async fn record(&self, name: &Handle) -> Result<ObjectRecord, ObjectError> {
+    pub(crate) async fn record(&self, name: &Handle) -> Result<ObjectRecord, ObjectError> {
         self.find(name)
             .await?
             .ok_or_else(|| ObjectError::NotFound(name.clone()))
@@ -664,35 +686,62 @@ impl<T: ShardTransport> ObjectStore<T> {
     /// Reads a whole object from the first `k` good shards. When too few
     /// are known and the map is incomplete (a holder did not answer when
     /// it was rebuilt, as on a fresh machine while connections come up),
-    /// the map is rebuilt from the holders and the read tried once more.
+    /// the map is rebuilt from the holders and the read tried again, for
+    /// up to [`READ_PATIENCE`].
     pub(crate) async fn read_whole(
         &self,
         name: &Handle,
         record: &ObjectRecord,
     ) -> Result<Bytes, ObjectError> {
-        match self.read_whole_once(name, record).await {
-            Err(ObjectError::Unavailable { .. }) if self.refresh_incomplete_map().await? => {
-                let record = self.record(name).await?;
-                self.read_whole_once(name, &record).await
+        let give_up = Instant::now() + READ_PATIENCE;
+        let mut newer = None;
+        loop {
+            let failed_at = Instant::now();
+            match self
+                .read_whole_once(name, newer.as_ref().unwrap_or(record))
+                .await
+            {
+                Err(e @ ObjectError::Unavailable { .. }) => {
+                    if Instant::now() >= give_up || !self.refresh_incomplete_map(failed_at).await? {
+                        return Err(e);
+                    }
+                    newer = Some(self.record(name).await?);
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
-    /// Rebuilds an incomplete map, at most once per [`REFRESH_EVERY`]
-    /// whatever the number of failing reads; true when the map is
-    /// incomplete (so a retry may find more shards).
-    async fn refresh_incomplete_map(&self) -> Result<bool, ObjectError> {
+    /// Makes sure an incomplete map was rebuilt after `failed_at`, when a
+    /// read found too few shards: one rebuild serves every read that
+    /// failed before it began, and rebuilds are paced by a doubling gap.
+    /// True when the read is worth trying again; false when the map is
+    /// complete, so no rebuild would find more.
+    async fn refresh_incomplete_map(&self, failed_at: Instant) -> Result<bool, ObjectError> {
+        let mut last = self.last_refresh.lock().await;
+        if let Some(r) = *last {
+            if r.started > failed_at {
+                return Ok(true);
+            }
+        }
         if self.in_map(|m| m.is_complete()).await? {
             return Ok(false);
         }
-        let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
-            return Ok(true);
-        }
+        let gap = match *last {
+            Some(r) => {
+                tokio::time::sleep_until((r.finished + r.gap).into()).await;
+                (r.gap * 2).min(REFRESH_MAX_GAP)
+            }
+            None => REFRESH_FIRST_GAP,
+        };
         tracing::info!("too few shards known; rebuilding the placement map from the holders");
+        let started = Instant::now();
         self.rebuild_map().await?;
-        *last = Some(Instant::now());
+        *last = Some(Refresh {
+            started,
+            finished: Instant::now(),
+            gap,
+        });
         Ok(true)
     }
 

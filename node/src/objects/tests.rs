@@ -396,6 +396,43 @@ async fn fresh_machine_rebuilds_the_map_from_one_peer_and_the_master_secret() {
 }
 
 #[tokio::test]
+async fn a_fresh_machine_waits_for_a_holder_that_misses_the_first_rebuilds() {
+    let net = MemoryNetwork::new();
+    let peers = net.add_holders(5);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&net, None, dir.path()).await;
+    let bytes = data(1 << 20, 11);
+    store.put(&pack("aa"), bytes.clone()).await.unwrap();
+    drop(store);
+
+    // Two holders are gone and a third, still up, misses the rebuild on
+    // opening and the first one a failing read asks for (whose look for
+    // the root capsule also asks it for its holdings).
+    net.set_down(&peers[3], true);
+    net.set_down(&peers[4], true);
+    net.fail_next_listings(&peers[2], 3);
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = open_store(&net, Some(vec![peers[0]]), fresh_dir.path()).await;
+    assert_eq!(fresh.get(&pack("aa")).await.unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_rebuild_remembers_the_shards_of_a_holder_that_did_not_answer() {
+    let net = MemoryNetwork::new();
+    let peers = net.add_holders(5);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&net, None, dir.path()).await;
+    store.put(&pack("aa"), data(1 << 20, 12)).await.unwrap();
+    let before = store.record(&pack("aa")).await.unwrap().placements();
+    // Once for the root capsule, once for the rebuild's listing.
+    net.fail_next_listings(&peers[1], 2);
+    let report = store.rebuild_map().await.unwrap();
+    assert_eq!(report.peers_answered, 4);
+    let after = store.record(&pack("aa")).await.unwrap().placements();
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
 async fn root_capsule_names_every_holder_and_opens_on_a_fresh_machine() {
     let net = MemoryNetwork::new();
     let peers = net.add_holders(5);
