@@ -284,6 +284,10 @@ pub fn choose_placement(
             "max_shards must be at least F + 1",
         ));
     }
+    // The erasure code works over GF(2^8): at most 256 shards per object.
+    if goal.max_shards > 256 {
+        return Err(PolicyError::InvalidGoal("max_shards must be at most 256"));
+    }
     if goal.max_overhead.is_nan() || goal.max_overhead < 1.0 {
         return Err(PolicyError::InvalidGoal("max_overhead must be at least 1"));
     }

@@ -1,6 +1,8 @@
 //! Erasure coding: an object cut into `n` shard bodies, any `k` of which
-//! rebuild it (Reed-Solomon over GF(2^16), the `reed-solomon-simd` crate;
-//! docs/DECISIONS.md says why).
+//! rebuild it. New objects use Reed-Solomon over GF(2^8) (the
+//! `reed-solomon-erasure` crate, shard format 3); objects written in shard
+//! formats 1 and 2 used GF(2^16) (`reed-solomon-simd`) and are still
+//! decoded with it. docs/DECISIONS.md says why the code changed.
 //!
 //! Layout: the first `k` shards (data shards) are the object itself, cut
 //! into `k` consecutive parts of [`shard_len`] bytes, the last one padded
@@ -11,15 +13,55 @@
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use reed_solomon_erasure::galois_8;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use super::error::ObjectError;
 use super::header::shard_len;
 
+/// The code that computed an object's parity shards. Data shards are the
+/// object's bytes under either code; only parity differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Code {
+    /// Reed-Solomon over GF(2^16) by `reed-solomon-simd`: shard formats 1
+    /// and 2.
+    Gf16,
+    /// Reed-Solomon over GF(2^8) by `reed-solomon-erasure`: shard format 3.
+    Gf8,
+}
+
+impl Code {
+    /// The code of shards in format `version`.
+    pub(crate) fn of_version(version: u8) -> Code {
+        if version >= 3 {
+            Code::Gf8
+        } else {
+            Code::Gf16
+        }
+    }
+}
+
+/// Most shards a GF(2^8) code can have.
+pub(crate) const MAX_SHARDS: u16 = 256;
+
 fn erasure_err(e: reed_solomon_simd::Error) -> ObjectError {
     ObjectError::Erasure {
         reason: e.to_string(),
     }
+}
+
+fn gf8_err(e: reed_solomon_erasure::Error) -> ObjectError {
+    ObjectError::Erasure {
+        reason: e.to_string(),
+    }
+}
+
+/// The GF(2^8) code with `k` data and `parity` parity shards.
+fn gf8(
+    k: u16,
+    parity: u16,
+) -> Result<reed_solomon_erasure::ReedSolomon<galois_8::Field>, ObjectError> {
+    reed_solomon_erasure::ReedSolomon::new(usize::from(k), usize::from(parity)).map_err(gf8_err)
 }
 
 fn usize_len(len: u64) -> Result<usize, ObjectError> {
@@ -99,11 +141,22 @@ pub(crate) fn data_shards(data: &Bytes, k: u16) -> Result<Vec<Bytes>, ObjectErro
         .collect())
 }
 
-/// The `n` shard bodies of `data` for a `k`-of-`n` code. Data shards that
+/// The `n` shard bodies of `data` for a `k`-of-`n` code, parity computed
+/// with the code new shards are written with ([`Code::Gf8`]).
+pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectError> {
+    encode_with(Code::Gf8, data, k, n)
+}
+
+/// The `n` shard bodies of `data` for a `k`-of-`n` `code`. Data shards that
 /// need no padding are slices of `data`, not copies; only the last data
 /// shard (padded) and the parity shards are new memory.
-pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectError> {
-    if k > n {
+pub(crate) fn encode_with(
+    code: Code,
+    data: &Bytes,
+    k: u16,
+    n: u16,
+) -> Result<Vec<Bytes>, ObjectError> {
+    if k > n || (code == Code::Gf8 && n > MAX_SHARDS) {
         return Err(ObjectError::Erasure {
             reason: format!("invalid code {k}-of-{n}"),
         });
@@ -113,37 +166,62 @@ pub(crate) fn encode(data: &Bytes, k: u16, n: u16) -> Result<Vec<Bytes>, ObjectE
     }
     let mut shards = data_shards(data, k)?;
     let len = usize_len(shard_len(data.len() as u64, k))?;
-    let parity = usize::from(n - k);
-    if parity > 0 {
-        let mut encoder = match ENCODERS.take() {
-            Some(mut e) => {
-                e.reset(usize::from(k), parity, len).map_err(erasure_err)?;
-                e
-            }
-            None => ReedSolomonEncoder::new(usize::from(k), parity, len).map_err(erasure_err)?,
-        };
-        let recovery = (|| {
-            for shard in &shards {
-                encoder.add_original_shard(shard).map_err(erasure_err)?;
-            }
-            let result = encoder.encode().map_err(erasure_err)?;
-            Ok::<_, ObjectError>(
-                result
-                    .recovery_iter()
-                    .map(Bytes::copy_from_slice)
-                    .collect::<Vec<_>>(),
-            )
-        })();
-        ENCODERS.give_back(encoder, len);
-        let recovery = recovery?;
-        shards.extend(recovery);
+    let parity = n - k;
+    if parity == 0 {
+        return Ok(shards);
     }
+    if len == 0 {
+        shards.extend((0..parity).map(|_| Bytes::new()));
+        return Ok(shards);
+    }
+    let recovery = match code {
+        Code::Gf8 => {
+            let mut out: Vec<Vec<u8>> = (0..parity).map(|_| vec![0u8; len]).collect();
+            gf8(k, parity)?
+                .encode_sep(&shards, &mut out)
+                .map_err(gf8_err)?;
+            out.into_iter().map(Bytes::from).collect()
+        }
+        Code::Gf16 => encode_gf16(&shards, k, parity, len)?,
+    };
+    shards.extend(recovery);
     Ok(shards)
 }
 
+fn encode_gf16(
+    shards: &[Bytes],
+    k: u16,
+    parity: u16,
+    len: usize,
+) -> Result<Vec<Bytes>, ObjectError> {
+    let (k, parity) = (usize::from(k), usize::from(parity));
+    let mut encoder = match ENCODERS.take() {
+        Some(mut e) => {
+            e.reset(k, parity, len).map_err(erasure_err)?;
+            e
+        }
+        None => ReedSolomonEncoder::new(k, parity, len).map_err(erasure_err)?,
+    };
+    let recovery = (|| {
+        for shard in shards {
+            encoder.add_original_shard(shard).map_err(erasure_err)?;
+        }
+        let result = encoder.encode().map_err(erasure_err)?;
+        Ok::<_, ObjectError>(
+            result
+                .recovery_iter()
+                .map(Bytes::copy_from_slice)
+                .collect::<Vec<_>>(),
+        )
+    })();
+    ENCODERS.give_back(encoder, len);
+    recovery
+}
+
 /// Rebuilds an object of `object_len` bytes from at least `k` distinct
-/// shard bodies `(index, body)` of a `k`-of-`n` code.
+/// shard bodies `(index, body)` of a `k`-of-`n` `code`.
 pub(crate) fn decode(
+    code: Code,
     object_len: u64,
     k: u16,
     n: u16,
@@ -168,6 +246,9 @@ pub(crate) fn decode(
                 reason: "no shard to rebuild from".into(),
             });
     }
+    if len == 0 {
+        return Ok(Vec::new());
+    }
     let mut data: Vec<Option<&[u8]>> = vec![None; usize::from(k)];
     for (i, b) in shards {
         if let Some(slot) = data.get_mut(usize::from(*i)) {
@@ -179,6 +260,77 @@ pub(crate) fn decode(
         append_data(&mut out, total, &data, |_| None)?;
         return Ok(out);
     }
+    match code {
+        Code::Gf8 => decode_gf8(total, len, k, n, &data, shards),
+        Code::Gf16 => {
+            decode_gf16(&mut out, total, len, k, n, &data, shards)?;
+            Ok(out)
+        }
+    }
+}
+
+/// Rebuilds the missing data shards in place: the present data shards are
+/// copied to their places in the output and the missing ones computed
+/// there from the parity shards given.
+fn decode_gf8(
+    total: usize,
+    len: usize,
+    k: u16,
+    n: u16,
+    data: &[Option<&[u8]>],
+    shards: &[(u16, &[u8])],
+) -> Result<Vec<u8>, ObjectError> {
+    if n > MAX_SHARDS || k > n {
+        return Err(ObjectError::Erasure {
+            reason: format!("invalid code {k}-of-{n}"),
+        });
+    }
+    let kk = usize::from(k);
+    let width = kk.checked_mul(len).ok_or(ObjectError::Erasure {
+        reason: "object too large".into(),
+    })?;
+    let mut out = vec![0u8; width];
+    for (slot, given) in out.chunks_mut(len).zip(data) {
+        if let Some(b) = given {
+            slot.copy_from_slice(b);
+        }
+    }
+    let mut parity: Vec<(Vec<u8>, bool)> = vec![(Vec::new(), false); usize::from(n - k)];
+    for (i, b) in shards {
+        if let Some(slot) = usize::from(*i)
+            .checked_sub(kk)
+            .and_then(|j| parity.get_mut(j))
+        {
+            *slot = (b.to_vec(), true);
+        }
+    }
+    let mut slots: Vec<(&mut [u8], bool)> = out
+        .chunks_mut(len)
+        .zip(data)
+        .map(|(slot, given)| (slot, given.is_some()))
+        .collect();
+    slots.extend(
+        parity
+            .iter_mut()
+            .map(|(b, present)| (b.as_mut_slice(), *present)),
+    );
+    gf8(k, n - k)?
+        .reconstruct_data(&mut slots)
+        .map_err(gf8_err)?;
+    drop(slots);
+    out.truncate(total);
+    Ok(out)
+}
+
+fn decode_gf16(
+    out: &mut Vec<u8>,
+    total: usize,
+    len: usize,
+    k: u16,
+    n: u16,
+    data: &[Option<&[u8]>],
+    shards: &[(u16, &[u8])],
+) -> Result<(), ObjectError> {
     let parity = usize::from(n - k);
     let mut decoder = match DECODERS.take() {
         Some(mut d) => {
@@ -200,11 +352,10 @@ pub(crate) fn decode(
             }
         }
         let result = decoder.decode().map_err(erasure_err)?;
-        append_data(&mut out, total, &data, |i| result.restored_original(i))
+        append_data(out, total, data, |i| result.restored_original(i))
     })();
     DECODERS.give_back(decoder, len);
-    rebuilt?;
-    Ok(out)
+    rebuilt
 }
 
 /// Appends the data shards to `out` in order, up to `total` bytes: those
@@ -243,7 +394,8 @@ mod tests {
             pick_seed: u64,
         ) {
             let n = k + parity;
-            let shards = encode(&Bytes::from(data.clone()), k, n).unwrap();
+            let code = if pick_seed % 2 == 0 { Code::Gf8 } else { Code::Gf16 };
+            let shards = encode_with(code, &Bytes::from(data.clone()), k, n).unwrap();
             prop_assert_eq!(shards.len(), usize::from(n));
             // Choose k distinct shards from a seed.
             let mut order: Vec<u16> = (0..n).collect();
@@ -256,7 +408,7 @@ mod tests {
                 .iter()
                 .map(|&i| (i, &shards[usize::from(i)][..]))
                 .collect();
-            let back = decode(data.len() as u64, k, n, &chosen).unwrap();
+            let back = decode(code, data.len() as u64, k, n, &chosen).unwrap();
             prop_assert_eq!(back, data);
         }
     }
@@ -264,14 +416,47 @@ mod tests {
     #[test]
     fn too_few_shards_is_an_error_not_a_panic() {
         let data = Bytes::from(vec![5u8; 1000]);
-        let shards = encode(&data, 3, 5).unwrap();
-        let two: Vec<(u16, &[u8])> = vec![(0, &shards[0]), (4, &shards[4])];
-        assert!(decode(1000, 3, 5, &two).is_err());
-        let wrong_len: Vec<(u16, &[u8])> = vec![(0, &shards[0][..10])];
-        assert!(decode(1000, 3, 5, &wrong_len).is_err());
-        // A decoder goes back to the pool after a failed decode and works.
-        let three: Vec<(u16, &[u8])> = vec![(0, &shards[0]), (3, &shards[3]), (4, &shards[4])];
-        assert_eq!(decode(1000, 3, 5, &three).unwrap(), data);
+        for code in [Code::Gf8, Code::Gf16] {
+            let shards = encode_with(code, &data, 3, 5).unwrap();
+            let two: Vec<(u16, &[u8])> = vec![(0, &shards[0]), (4, &shards[4])];
+            assert!(decode(code, 1000, 3, 5, &two).is_err());
+            let wrong_len: Vec<(u16, &[u8])> = vec![(0, &shards[0][..10])];
+            assert!(decode(code, 1000, 3, 5, &wrong_len).is_err());
+            // A decoder goes back to the pool after a failed decode and works.
+            let three: Vec<(u16, &[u8])> = vec![(0, &shards[0]), (3, &shards[3]), (4, &shards[4])];
+            assert_eq!(decode(code, 1000, 3, 5, &three).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn the_two_codes_share_data_shards_and_differ_in_parity() {
+        let data = Bytes::from((0..30_000u32).map(|i| (i * 31) as u8).collect::<Vec<_>>());
+        let a = encode_with(Code::Gf8, &data, 3, 5).unwrap();
+        let b = encode_with(Code::Gf16, &data, 3, 5).unwrap();
+        assert_eq!(a[..3], b[..3]);
+        assert_ne!(a[3], b[3]);
+        // Parity of one code does not rebuild the other's object.
+        let mixed: Vec<(u16, &[u8])> = vec![(0, &a[0]), (3, &a[3]), (4, &a[4])];
+        assert_ne!(
+            decode(Code::Gf16, 30_000, 3, 5, &mixed).ok(),
+            Some(data.to_vec())
+        );
+        assert_eq!(decode(Code::Gf8, 30_000, 3, 5, &mixed).unwrap(), data);
+    }
+
+    #[test]
+    fn new_shards_use_the_gf8_code() {
+        assert_eq!(Code::of_version(super::super::header::VERSION), Code::Gf8);
+        assert_eq!(Code::of_version(2), Code::Gf16);
+        assert_eq!(Code::of_version(1), Code::Gf16);
+    }
+
+    #[test]
+    fn an_empty_object_cut_several_ways_round_trips() {
+        let shards = encode(&Bytes::new(), 3, 5).unwrap();
+        assert_eq!(shards.len(), 5);
+        let some: Vec<(u16, &[u8])> = vec![(2, &shards[2]), (3, &shards[3]), (4, &shards[4])];
+        assert!(decode(Code::Gf8, 0, 3, 5, &some).unwrap().is_empty());
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! Shard format v2: the self-describing, authenticated header in front of
+//! Shard format v3: the self-describing, authenticated header in front of
 //! every shard body (docs/PROTOCOL.md, "Shard format").
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic "KITHSHRD"
-//!      8     1  version (2; 1 is still read)
+//!      8     1  version (3; 1 and 2 are still read)
 //!      9     1  flags (0)
 //!     10     4  header length in bytes, MAC included (u32 LE)
 //!     14    32  owner id
@@ -14,7 +14,7 @@
 //!     82     2  n: shards stored (u16 LE)
 //!     84     8  object length (u64 LE)
 //!     92     8  shard body length (u64 LE)
-//!    100    32  body digest (v2: over the block hashes; v1: BLAKE3 of the body)
+//!    100    32  body digest (v2, v3: over the block hashes; v1: BLAKE3 of the body)
 //!    132     4  block size (u32 LE)
 //!    136     4  block count (u32 LE)
 //!    140   154  sealed object name
@@ -26,6 +26,10 @@
 //! ([`body_digest`]) rather than hashed over the body a second time: the
 //! block hashes already cover every byte, and the writer then hashes each
 //! byte once. Version 1 digested the body itself.
+//!
+//! Version 3 has the layout of version 2; only the parity shards differ:
+//! they are computed over GF(2^8) instead of GF(2^16) (see `erasure.rs`),
+//! so the version tells a reader which code rebuilds the object.
 //!
 //! A holder's list of shards and these headers are enough to rebuild the
 //! owner's placement map; the block hashes let a ranged read verify just
@@ -40,7 +44,7 @@ use super::name::SEALED_NAME_LEN;
 /// The first bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"KITHSHRD";
 /// The shard format version this code writes.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The oldest shard format version this code still reads.
 pub const OLDEST_VERSION: u8 = 1;
 /// Key-derivation context of the version 2 body digest.
@@ -79,7 +83,7 @@ pub struct ShardHeader {
     pub object_len: u64,
     /// Length of the body that follows this header.
     pub body_len: u64,
-    /// The body digest: [`body_digest`] of the block hashes (version 2),
+    /// The body digest: [`body_digest`] of the block hashes (versions 2 and 3),
     /// or BLAKE3 of the body (version 1).
     pub body_hash: [u8; 32],
     /// Bytes per block of the body (the last block may be shorter).
@@ -425,9 +429,9 @@ mod tests {
     }
 
     #[test]
-    fn a_body_matches_its_header_in_both_versions_and_a_flipped_byte_does_not() {
+    fn a_body_matches_its_header_in_every_version_and_a_flipped_byte_does_not() {
         let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
-        for version in [1, 2] {
+        for version in [1, 2, 3] {
             let h = describing(&body, version);
             let (back, _) = ShardHeader::decode(&h.encode(&KEY), &KEY).unwrap();
             assert_eq!(back, h);
@@ -477,7 +481,7 @@ mod tests {
         let h = header(1 << 20, 3, 5, 4);
         let bytes = h.encode(&KEY);
         assert_eq!(&bytes[..8], b"KITHSHRD");
-        assert_eq!(bytes[8], 2);
+        assert_eq!(bytes[8], VERSION);
         assert_eq!(bytes.len(), header_len(h.body_len));
         assert_eq!(ShardHeader::announced_len(&bytes).unwrap(), bytes.len());
         assert_eq!(FIXED_LEN, 294);

@@ -56,6 +56,6 @@ pub mod coding {
         n: u16,
         shards: &[(u16, &[u8])],
     ) -> Result<Vec<u8>, ObjectError> {
-        super::erasure::decode(object_len, k, n, shards)
+        super::erasure::decode(super::erasure::Code::Gf8, object_len, k, n, shards)
     }
 }

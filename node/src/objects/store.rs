@@ -153,8 +153,20 @@ fn build_shards(
     k: u16,
     n: u16,
 ) -> Result<(ObjectTag, Vec<(ShardHeader, ShardBytes)>), ObjectError> {
+    build_shards_in(VERSION, keys, id, data, k, n)
+}
+
+/// [`build_shards`] in shard format `version`, whose erasure code it uses.
+fn build_shards_in(
+    version: u8,
+    keys: &OwnerKeys,
+    id: &SealedIdentity,
+    data: &Bytes,
+    k: u16,
+    n: u16,
+) -> Result<(ObjectTag, Vec<(ShardHeader, ShardBytes)>), ObjectError> {
     let len = data.len() as u64;
-    let bodies = erasure::encode(data, k, n)?;
+    let bodies = erasure::encode_with(erasure::Code::of_version(version), data, k, n)?;
     let body_len = shard_len(len, k);
     let block_size = block_size_for(body_len);
     let blocks: Vec<Vec<[u8; 32]>> = if k == 1 {
@@ -174,7 +186,7 @@ fn build_shards(
         .enumerate()
         .map(|(i, (body, blocks))| {
             let header = ShardHeader {
-                version: VERSION,
+                version,
                 owner: keys.owner_id(),
                 tag,
                 sealed_name,
@@ -202,6 +214,8 @@ fn hex(bytes: &[u8]) -> String {
 struct GoodShard {
     index: u16,
     body: Bytes,
+    /// The code its parity was computed with, from its format version.
+    code: erasure::Code,
 }
 
 impl<T: ShardTransport> ObjectStore<T> {
@@ -680,7 +694,11 @@ impl<T: ShardTransport> ObjectStore<T> {
         if header.body_hash != expected || !header.body_matches(&body) {
             return Err("shard body hash does not match".into());
         }
-        Ok(GoodShard { index, body })
+        Ok(GoodShard {
+            index,
+            body,
+            code: erasure::Code::of_version(header.version),
+        })
     }
 
     /// Reads a whole object from the first `k` good shards. When too few
@@ -761,6 +779,7 @@ impl<T: ShardTransport> ObjectStore<T> {
         let mut problems = Vec::new();
         let mut failed: Vec<(PeerId, u16)> = Vec::new();
         let mut second_round = false;
+        let mut parity_code = None;
         loop {
             // With k = 1 any copy will do, so one fetch at a time suffices.
             while good.len() + running.len() < k {
@@ -789,8 +808,19 @@ impl<T: ShardTransport> ObjectStore<T> {
                 break;
             };
             in_flight.remove(&index);
+            // Parity shards of one object written by different kith
+            // versions (same tag, another code) cannot be mixed in a decode.
+            let result = result.and_then(|shard| match parity_code {
+                Some(code) if shard.index >= record.k && shard.code != code => {
+                    Err("parity shard of another erasure code".to_string())
+                }
+                _ => Ok(shard),
+            });
             match result {
                 Ok(shard) => {
+                    if shard.index >= record.k {
+                        parity_code = Some(shard.code);
+                    }
                     good.insert(shard.index, shard.body);
                 }
                 Err(reason) => {
@@ -821,9 +851,12 @@ impl<T: ShardTransport> ObjectStore<T> {
             });
         }
         let (object_len, kk, n) = (record.object_len, record.k, record.n);
+        // With every data shard at hand no parity is used and the code
+        // does not matter.
+        let code = parity_code.unwrap_or(erasure::Code::Gf8);
         tokio::task::spawn_blocking(move || {
             let shards: Vec<(u16, &[u8])> = good.iter().map(|(i, b)| (*i, b.as_ref())).collect();
-            erasure::decode(object_len, kk, n, &shards).map(Bytes::from)
+            erasure::decode(code, object_len, kk, n, &shards).map(Bytes::from)
         })
         .await
         .map_err(|e| ObjectError::Task(e.to_string()))?
@@ -887,6 +920,19 @@ impl<T: ShardTransport> ObjectStore<T> {
         }
         let first = offset / s;
         let last = (end - 1) / s;
+        // A data shard whose every holder is away or not connected makes the
+        // whole read fall back to rebuilding the object: find that out
+        // before fetching the other parts, which would be fetched again.
+        let unlikely = self.unlikely().await;
+        let placements = record.placements();
+        let reachable = |i: u64| {
+            placements
+                .iter()
+                .any(|(p, index)| (record.k == 1 || u64::from(*index) == i) && !unlikely(p))
+        };
+        if !(first..=last).all(reachable) {
+            return None;
+        }
         let parts = (first..=last).map(|i| {
             let a = offset.max(i * s) - i * s;
             let b = end.min((i + 1) * s) - i * s;
@@ -1087,5 +1133,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Shards of format 2 (GF(2^16) parity) written by an older kith are
+    /// still rebuilt when data shards are missing: the reader picks the code
+    /// from the version in their headers.
+    #[tokio::test]
+    async fn an_object_in_shard_format_2_is_rebuilt_with_its_own_code() {
+        use super::super::memory::{MemoryNetwork, MemoryTransport};
+        let master = MasterSecret::from_bytes([4; 32]);
+        let keys = OwnerKeys::derive(&master).unwrap();
+        let net = MemoryNetwork::new();
+        let peers = net.add_holders(5);
+        let name = Handle::new(Kind::Pack, "ab").unwrap();
+        let data = Bytes::from(
+            (0..1_000_000u32)
+                .map(|i| (i * 7 % 253) as u8)
+                .collect::<Vec<_>>(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let transport = MemoryTransport::knowing_all(net.clone(), keys.owner_id());
+        let owner_keys = OwnerKeys::derive(&master).unwrap();
+        let store = ObjectStore::open(transport, owner_keys, dir.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        store.put(&name, data.clone()).await.unwrap();
+        let record = store.record(&name).await.unwrap();
+        drop(store);
+
+        // Replace every shard with its format 2 counterpart, as an older
+        // kith would have written it.
+        let id = SealedIdentity {
+            handle: name.clone(),
+            written: 0,
+        };
+        let (tag, old) = build_shards_in(2, &keys, &id, &data, record.k, record.n).unwrap();
+        assert_eq!(tag, record.tag());
+        let writer = MemoryTransport::knowing_all(net.clone(), keys.owner_id());
+        for (peer, index) in record.placements() {
+            let (_, bytes) = old[usize::from(index)].clone();
+            let key = ShardKey {
+                owner: keys.owner_id(),
+                tag,
+                index,
+            };
+            writer.store(peer, key, bytes).await.unwrap();
+        }
+        // The holders of the first two data shards are gone.
+        for (peer, index) in record.placements() {
+            if index < 2 {
+                net.set_down(&peer, true);
+            }
+        }
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let transport = MemoryTransport::knowing_all(net.clone(), keys.owner_id());
+        let fresh = ObjectStore::open(transport, keys, fresh_dir.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(fresh.get(&name).await.unwrap(), data);
+        assert_eq!(peers.len(), 5);
     }
 }
