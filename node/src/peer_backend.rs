@@ -38,8 +38,10 @@ impl<T: ShardTransport> std::fmt::Debug for PeerBackend<T> {
 }
 
 /// How ranged reads on peers are sized: a round trip per read makes whole
-/// packs (16 MiB by default) the right unit, as on S3.
-const READ_SIZE: u64 = 16 << 20;
+/// packs the right unit, as on S3. Packs of the default 16 MiB run to about
+/// 20 MiB; a read must not cut one in two, since with a data shard missing
+/// each part would fetch and rebuild the whole pack.
+const READ_SIZE: u64 = 64 << 20;
 
 impl<T: ShardTransport> PeerBackend<T> {
     /// A backend over an open object store.
