@@ -114,6 +114,7 @@ impl NetBuilder {
         };
         let mdns_on = self.mdns;
         let request_timeout = self.request_timeout;
+        let (inbound, incoming) = crate::inbound::Behaviour::new(SHARD_PROTOCOL);
         let mut swarm = SwarmBuilder::with_existing_identity(self.keypair)
             .with_tokio()
             .with_tcp(
@@ -159,6 +160,7 @@ impl NetBuilder {
                             .with_max_concurrent_streams(64),
                     ),
                     stream: libp2p_stream::Behaviour::new(),
+                    inbound,
                 })
             })
             .map_err(|e| setup(&e))?
@@ -206,8 +208,7 @@ impl NetBuilder {
         }
 
         let peer_id = *swarm.local_peer_id();
-        let mut control = swarm.behaviour().stream.new_control();
-        let incoming = control.accept(SHARD_PROTOCOL).map_err(|e| setup(&e))?;
+        let control = swarm.behaviour().stream.new_control();
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let (commands_tx, commands_rx) = mpsc::channel(self.command_capacity);
         let (responses_tx, responses_rx) = mpsc::channel(self.command_capacity);
@@ -216,7 +217,7 @@ impl NetBuilder {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(MAX_PENDING_INBOUND_SHARDS));
             let mut incoming = incoming;
-            while let Some((peer, stream)) = incoming.next().await {
+            while let Some((peer, stream)) = incoming.recv().await {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     tracing::debug!(%peer, "too many pending inbound shard streams; resetting");
                     continue;

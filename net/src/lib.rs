@@ -47,6 +47,7 @@ pub mod fuzz;
 mod handle;
 mod identity;
 mod ids;
+mod inbound;
 mod message;
 mod shard;
 mod task;

@@ -50,6 +50,7 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) control: request_response::Behaviour<ControlCodec>,
     pub(crate) stream: libp2p_stream::Behaviour,
+    pub(crate) inbound: crate::inbound::Behaviour,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
