@@ -977,3 +977,67 @@ async fn mdns_flag_builds_or_fails_cleanly_and_bootstrap_needs_peers() {
     .await
     .unwrap();
 }
+
+/// Streams opened while a holder's runtime is stalled arrive together once
+/// it runs again; every one of them must reach the holder and be answered
+/// (here: refused, as the shards do not exist), none dropped on the way.
+#[test]
+fn a_holder_that_falls_behind_answers_every_stream_opened_meanwhile() {
+    let holder_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stall = holder_rt.handle().clone();
+    let (found_tx, found_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let holder_thread = std::thread::spawn(move || {
+        holder_rt.block_on(async {
+            let h = holder(&[tcp()]).await;
+            found_tx
+                .send((h.local_peer_id(), addr_of(&h, false).await))
+                .unwrap();
+            let _ = stop_rx.await;
+        });
+    });
+    let (holder_peer, holder_addr) = found_rx.recv().unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let owner = OwnerKeypair::generate();
+        let mut owners = Vec::new();
+        for _ in 0..4 {
+            let (o, _events) = node(&[tcp()]).await;
+            assert_eq!(o.connect(&holder_addr).await.unwrap(), holder_peer);
+            owners.push((o, _events));
+        }
+        // Block the holder's only thread while the owners open streams.
+        stall.spawn(async { std::thread::sleep(Duration::from_millis(700)) });
+        let mut fetches = Vec::new();
+        for (i, (o, _)) in owners.iter().enumerate() {
+            for j in 0..4u16 {
+                let o = o.clone();
+                let k = key(&owner, i as u8, j);
+                fetches.push(tokio::spawn(async move {
+                    o.fetch_shard(holder_peer, k, ShardRange::All, 1 << 20)
+                        .await
+                }));
+            }
+        }
+        for f in fetches {
+            let result = tokio::time::timeout(TEST_TIMEOUT, f)
+                .await
+                .unwrap()
+                .unwrap();
+            match result {
+                Err(NetError::Refused { reply, .. }) => assert_eq!(reply.code, ErrorCode::NotFound),
+                other => panic!("a stream was not answered: {other:?}"),
+            }
+        }
+    });
+    let _ = stop_tx.send(());
+    holder_thread.join().unwrap();
+}
