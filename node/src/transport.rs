@@ -155,6 +155,25 @@ pub trait ShardTransport: Send + Sync + 'static {
         max_len: u64,
     ) -> Result<Bytes, TransportError>;
 
+    /// Reads exactly `dest.len()` bytes of a shard from `offset` into
+    /// `dest`, so a reader can assemble an object in place. A shorter
+    /// answer is an error; `dest` is then partly written.
+    async fn fetch_into(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        offset: u64,
+        dest: &mut [u8],
+    ) -> Result<(), TransportError> {
+        let len = dest.len() as u64;
+        let bytes = self.fetch(peer, key, offset, Some(len), len).await?;
+        if bytes.len() != dest.len() {
+            return Err(short_answer(peer, bytes.len() as u64, len));
+        }
+        dest.copy_from_slice(&bytes);
+        Ok(())
+    }
+
     /// Every shard `peer` holds for this owner.
     async fn holdings(&self, peer: PeerId) -> Result<Vec<Holding>, TransportError>;
 
@@ -164,4 +183,12 @@ pub trait ShardTransport: Send + Sync + 'static {
         peer: PeerId,
         shards: Vec<(ObjectTag, u16)>,
     ) -> Result<u32, TransportError>;
+}
+
+/// The error for an answer of `got` bytes where `wanted` were asked.
+pub(crate) fn short_answer(peer: PeerId, got: u64, wanted: u64) -> TransportError {
+    TransportError::Unreachable {
+        peer,
+        reason: format!("the answer has {got} bytes, {wanted} were asked"),
+    }
 }

@@ -385,6 +385,43 @@ impl ShardTransport for DaemonTransport {
         Ok(Bytes::from(data))
     }
 
+    async fn fetch_into(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        offset: u64,
+        dest: &mut [u8],
+    ) -> Result<(), TransportError> {
+        let want = dest.len() as u64;
+        let req = LocalRequest::Fetch {
+            peer: peer.to_bytes(),
+            tag: key.tag,
+            index: key.index,
+            offset,
+            len: Some(want),
+            max_len: want,
+        };
+        let (answer, mut conn) = self.call(req, &[]).await?;
+        let n = match into_result(answer) {
+            Ok(LocalResponse::Sending { len: n }) => n,
+            Ok(other) => return Err(odd(&other)),
+            Err(e) => {
+                self.put_back(conn);
+                return Err(e);
+            }
+        };
+        if n != want {
+            // The connection is dropped with the bytes unread.
+            return Err(crate::transport::short_answer(peer, n, want));
+        }
+        conn.stream
+            .read_exact(dest)
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        self.put_back(conn);
+        Ok(())
+    }
+
     async fn holdings(&self, peer: PeerId) -> Result<Vec<Holding>, TransportError> {
         let req = LocalRequest::Holdings {
             peer: peer.to_bytes(),

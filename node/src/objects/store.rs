@@ -912,6 +912,12 @@ impl<T: ShardTransport> ObjectStore<T> {
     /// Reads `[offset, end)` from the data shards alone, verifying each
     /// block; `None` when that is not possible (a data shard unreachable or
     /// bad), and the caller rebuilds the whole object instead.
+    ///
+    /// Blocks are verified whole, so each data shard's part is widened to
+    /// block boundaries. Consecutive data shards hold consecutive bytes of
+    /// the object, so the widened parts are adjacent: each is fetched
+    /// straight into its place in one buffer, and the answer is a slice of
+    /// it, with no copy.
     async fn read_range(&self, record: &ObjectRecord, offset: u64, end: u64) -> Option<Bytes> {
         let s = shard_len(record.object_len, record.k);
         let bs = u64::from(record.block_size);
@@ -933,39 +939,60 @@ impl<T: ShardTransport> ObjectStore<T> {
         if !(first..=last).all(reachable) {
             return None;
         }
-        let parts = (first..=last).map(|i| {
+        // The block-aligned part of data shard `i`, in shard coordinates.
+        let part = |i: u64| {
             let a = offset.max(i * s) - i * s;
             let b = end.min((i + 1) * s) - i * s;
-            async move {
-                let index = u16::try_from(i).ok()?;
-                self.read_data_part(record, index, a, b).await
-            }
-        });
-        let parts = futures::future::join_all(parts).await;
-        let mut out = Vec::with_capacity(usize::try_from(end - offset).ok()?);
-        for p in parts {
-            out.extend_from_slice(&p?);
+            (a / bs * bs, ((b - 1) / bs + 1).saturating_mul(bs).min(s))
+        };
+        let base = first * s + part(first).0;
+        let top = last * s + part(last).1;
+        let mut buf = vec![0u8; usize::try_from(top - base).ok()?];
+        let mut rest: &mut [u8] = &mut buf;
+        let mut reads = Vec::new();
+        for i in first..=last {
+            let (from, to) = part(i);
+            let (here, tail) = rest.split_at_mut_checked(usize::try_from(to - from).ok()?)?;
+            rest = tail;
+            reads.push(self.read_data_part(record, u16::try_from(i).ok()?, from, here));
         }
-        Some(Bytes::from(out))
+        if !futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+        {
+            return None;
+        }
+        let from = usize::try_from(offset - base).ok()?;
+        let to = usize::try_from(end - base).ok()?;
+        Some(Bytes::from(buf).slice(from..to))
     }
 
-    /// Bytes `[a, b)` of data shard `index`, block-verified.
+    /// Fills `dest` with data shard `index` from `from` (a block boundary)
+    /// on, block-verified, from the first holder that has it right.
     async fn read_data_part(
         &self,
         record: &ObjectRecord,
         index: u16,
-        a: u64,
-        b: u64,
-    ) -> Option<Bytes> {
-        let s = shard_len(record.object_len, record.k);
+        from: u64,
+        dest: &mut [u8],
+    ) -> bool {
         let bs = u64::from(record.block_size);
-        let blocks = record
-            .data_blocks
-            .get(if record.k == 1 { 0 } else { usize::from(index) })?;
-        let first_block = a / bs;
-        let last_block = (b - 1) / bs;
-        let fetch_start = first_block * bs;
-        let fetch_end = ((last_block + 1) * bs).min(s);
+        let Some(blocks) =
+            record
+                .data_blocks
+                .get(if record.k == 1 { 0 } else { usize::from(index) })
+        else {
+            return false;
+        };
+        let first_block = from / bs;
+        let last_block = (from + dest.len() as u64).saturating_sub(1) / bs;
+        let (Ok(skip), Ok(chunk)) = (usize::try_from(first_block), usize::try_from(bs)) else {
+            return false;
+        };
+        if blocks.len() as u64 <= last_block {
+            return false;
+        }
         // Holders that were just unreachable or are not connected are
         // skipped: rebuilding from other shards is quicker than waiting on
         // them.
@@ -981,34 +1008,19 @@ impl<T: ShardTransport> ObjectStore<T> {
                 tag: record.tag(),
                 index: shard_index,
             };
-            let len = fetch_end - fetch_start;
             let got = self
                 .transport
-                .fetch(
-                    peer,
-                    key,
-                    u64::from(record.header_len) + fetch_start,
-                    Some(len),
-                    len,
-                )
+                .fetch_into(peer, key, u64::from(record.header_len) + from, dest)
                 .await;
             self.note_reachable(peer, got.as_ref().err());
-            let bytes = match got {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    self.report(peer, key.tag, shard_index, e.to_string());
-                    continue;
-                }
-            };
-            if bytes.len() as u64 != len {
-                self.report(peer, key.tag, shard_index, "short ranged read".into());
+            if let Err(e) = got {
+                self.report(peer, key.tag, shard_index, e.to_string());
                 continue;
             }
-            let verified = bytes
-                .chunks(usize::try_from(bs).ok()?)
-                .zip(blocks.iter().skip(usize::try_from(first_block).ok()?))
-                .all(|(block, hash)| blake3::hash(block).as_bytes() == hash)
-                && u64::try_from(blocks.len()).ok()? > last_block;
+            let verified = dest
+                .chunks(chunk)
+                .zip(blocks.iter().skip(skip))
+                .all(|(block, hash)| blake3::hash(block).as_bytes() == hash);
             if !verified {
                 self.report(
                     peer,
@@ -1018,11 +1030,9 @@ impl<T: ShardTransport> ObjectStore<T> {
                 );
                 continue;
             }
-            let from = usize::try_from(a - fetch_start).ok()?;
-            let to = usize::try_from(b - fetch_start).ok()?;
-            return Some(bytes.slice(from..to));
+            return true;
         }
-        None
+        false
     }
 
     /// Writes a new root capsule naming every holder to every holder, then
