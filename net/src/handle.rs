@@ -250,6 +250,24 @@ impl NetHandle {
         Ok(out)
     }
 
+    /// Opens a fetch of shard `key`: the holder's announced length, and its
+    /// bytes to read as they arrive (so a relay can pass them on without
+    /// holding the whole shard). Refuses an answer longer than `max_len`.
+    pub async fn open_fetch(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        range: ShardRange,
+        max_len: u64,
+    ) -> Result<shard::FetchBody, NetError> {
+        let stream = self.open_shard_stream(peer).await?;
+        let (offset, len) = match range {
+            ShardRange::All => (0, None),
+            ShardRange::Range { offset, len } => (offset, Some(len)),
+        };
+        shard::open_fetch(stream, peer, key, offset, len, max_len).await
+    }
+
     /// Fetches bytes of shard `key` into `out` chunk by chunk and returns
     /// how many were written; refuses an answer longer than `max_len`
     /// before writing anything. On error `out` may hold a prefix.

@@ -71,7 +71,9 @@ pub use message::{
     ShardReply, ShardStatus, MAX_CONTROL_REQUEST, MAX_CONTROL_RESPONSE, MAX_DELETE_BATCH,
     MAX_ERROR_MESSAGE, MAX_HOLDINGS_PAGE, MAX_SHARD_HEADER, MAX_SHARD_LEN,
 };
-pub use shard::{InboundFetch, InboundShard, InboundStore, StoreBody, CHUNK, SHARD_PROTOCOL};
+pub use shard::{
+    FetchBody, InboundFetch, InboundShard, InboundStore, StoreBody, CHUNK, SHARD_PROTOCOL,
+};
 
 /// Re-exported so the node names peers, addresses and keys with the same types.
 pub use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};

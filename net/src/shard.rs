@@ -126,19 +126,17 @@ pub(crate) async fn store<R: AsyncRead + Unpin>(
     result
 }
 
-/// Opener side of a fetch, on an open stream: writes the bytes to `out`
-/// and returns how many there were; refuses more than `max_len` bytes
-/// before reading any.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
+/// Asks for bytes of shard `key` and reads the holder's answer header:
+/// the body that follows is announced, at most `max_len` bytes, and read
+/// through the returned [`FetchBody`].
+pub(crate) async fn open_fetch(
     mut stream: Stream,
     peer: PeerId,
     key: ShardKey,
     offset: u64,
     len: Option<u64>,
     max_len: u64,
-    out: &mut W,
-) -> Result<u64, NetError> {
+) -> Result<FetchBody, NetError> {
     let open = ShardOpen::Fetch { key, offset, len };
     idle(
         "shard header write",
@@ -159,23 +157,86 @@ pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
             limit: len.unwrap_or(limit).min(limit),
         });
     }
-    let mut remaining = announced;
-    let mut buf = vec![0u8; CHUNK.min(usize::try_from(announced).unwrap_or(CHUNK))];
-    while remaining > 0 {
-        let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
-        // `want` never grows, so this only shortens the buffer.
-        buf.resize(want, 0);
-        let slice = &mut buf;
-        idle("shard bytes", async {
-            stream.read_exact(slice).await.map_err(NetError::from)
+    Ok(FetchBody {
+        stream,
+        len: announced,
+        remaining: announced,
+    })
+}
+
+/// The bytes of a fetched shard as they arrive: exactly the announced
+/// length. Dropping it before the end resets the stream.
+#[derive(Debug)]
+pub struct FetchBody {
+    stream: Stream,
+    len: u64,
+    remaining: u64,
+}
+
+impl FetchBody {
+    /// The length the holder announced.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the holder announced no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads the next bytes into `buf`, at most what remains; `Ok(0)` once
+    /// every announced byte has been read. A holder that stops early is an
+    /// error, not a short answer.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
+        if self.remaining == 0 || buf.is_empty() {
+            if self.remaining == 0 {
+                let _ = self.stream.close().await;
+            }
+            return Ok(0);
+        }
+        let want = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let (dest, _) = buf.split_at_mut(want);
+        let stream = &mut self.stream;
+        let n = idle("shard bytes", async {
+            stream.read(dest).await.map_err(NetError::from)
         })
         .await?;
-        out.write_all(&buf).await?;
-        remaining -= want as u64;
+        if n == 0 {
+            return Err(NetError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the holder stopped before the announced end of the shard",
+            )));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Fetches bytes of shard `key` into `out` chunk by chunk; returns how many
+/// were written. An answer longer than `max_len` is refused before anything
+/// is written.
+pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
+    stream: Stream,
+    peer: PeerId,
+    key: ShardKey,
+    offset: u64,
+    len: Option<u64>,
+    max_len: u64,
+    out: &mut W,
+) -> Result<u64, NetError> {
+    let mut body = open_fetch(stream, peer, key, offset, len, max_len).await?;
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(body.len()).unwrap_or(CHUNK))];
+    loop {
+        let n = body.read(&mut buf).await?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        out.write_all(chunk).await?;
     }
     out.flush().await?;
-    let _ = stream.close().await;
-    Ok(announced)
+    Ok(body.len())
 }
 
 /// An inbound shard stream whose header has been read, handed to the node

@@ -15,8 +15,8 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use kith_net::{
-    ControlRequest, ControlResponse, ErrorCode, Holding, Multiaddr, NetError, NetHandle, ObjectTag,
-    OwnerId, OwnerKeypair, OwnerProof, PeerId, ShardKey, ShardRange, MAX_DELETE_BATCH,
+    ControlRequest, ControlResponse, ErrorCode, FetchBody, Holding, Multiaddr, NetError, NetHandle,
+    ObjectTag, OwnerId, OwnerKeypair, OwnerProof, PeerId, ShardKey, ShardRange, MAX_DELETE_BATCH,
     MAX_HOLDINGS_PAGE,
 };
 
@@ -173,20 +173,59 @@ impl NetTransport {
         }
     }
 
-    async fn fetch_once(
+    async fn open_fetch_once(
         &self,
         peer: PeerId,
         key: ShardKey,
         range: ShardRange,
         max_len: u64,
-    ) -> Result<Bytes, TransportError> {
+    ) -> Result<FetchBody, TransportError> {
         self.net
-            .fetch_shard(peer, key, range, max_len)
+            .open_fetch(peer, key, range, max_len)
             .await
-            .map(Bytes::from)
             .map_err(|e| map_err(peer, e))
     }
+
+    /// Opens a fetch of `len` bytes of a shard from `offset` (`None`: to the
+    /// end), proving ownership first where needed: the holder's announced
+    /// length and its bytes to read as they arrive.
+    pub(crate) async fn open_fetch(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        offset: u64,
+        len: Option<u64>,
+        max_len: u64,
+    ) -> Result<FetchBody, TransportError> {
+        self.connect(peer).await?;
+        let range = match (offset, len) {
+            (0, None) => ShardRange::All,
+            (offset, Some(len)) => ShardRange::Range { offset, len },
+            (offset, None) => ShardRange::Range {
+                offset,
+                len: max_len,
+            },
+        };
+        if !self.is_proven(&peer) && self.page(peer, None, 0).await?.is_none() {
+            return Err(TransportError::NotFound { peer });
+        }
+        match self.open_fetch_once(peer, key, range, max_len).await {
+            // The holder forgets proofs when a connection closes: prove
+            // again once.
+            Err(TransportError::Refused { reply, .. }) if reply.code == ErrorCode::Unauthorized => {
+                self.set_proven(peer, false);
+                if self.page(peer, None, 0).await?.is_none() {
+                    return Err(TransportError::NotFound { peer });
+                }
+                self.open_fetch_once(peer, key, range, max_len).await
+            }
+            other => other,
+        }
+    }
 }
+
+/// The most a fetch reserves before its bytes arrive.
+const PREALLOC_LIMIT: usize = 64 << 20;
 
 #[async_trait]
 impl ShardTransport for NetTransport {
@@ -281,30 +320,34 @@ impl ShardTransport for NetTransport {
         len: Option<u64>,
         max_len: u64,
     ) -> Result<Bytes, TransportError> {
-        self.connect(peer).await?;
-        let range = match (offset, len) {
-            (0, None) => ShardRange::All,
-            (offset, Some(len)) => ShardRange::Range { offset, len },
-            (offset, None) => ShardRange::Range {
-                offset,
-                len: max_len,
-            },
-        };
-        if !self.is_proven(&peer) && self.page(peer, None, 0).await?.is_none() {
-            return Err(TransportError::NotFound { peer });
-        }
-        match self.fetch_once(peer, key, range, max_len).await {
-            // The holder forgets proofs when a connection closes: prove
-            // again once.
-            Err(TransportError::Refused { reply, .. }) if reply.code == ErrorCode::Unauthorized => {
-                self.set_proven(peer, false);
-                if self.page(peer, None, 0).await?.is_none() {
-                    return Err(TransportError::NotFound { peer });
+        let mut body = self.open_fetch(peer, key, offset, len, max_len).await?;
+        // The length is announced before any byte, so the bytes land in
+        // place; a holder announcing more than it sends costs at most
+        // `PREALLOC_LIMIT` up front.
+        let total = usize::try_from(body.len()).unwrap_or(usize::MAX);
+        let mut out = vec![0u8; total.min(PREALLOC_LIMIT)];
+        let mut at = 0;
+        loop {
+            if at == out.len() {
+                if at == total {
+                    break;
                 }
-                self.fetch_once(peer, key, range, max_len).await
+                out.resize(out.len().saturating_mul(2).min(total), 0);
             }
-            other => other,
+            let Some(rest) = out.get_mut(at..) else {
+                break;
+            };
+            match body.read(rest).await {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) => return Err(map_err(peer, e)),
+            }
         }
+        out.truncate(at);
+        if at as u64 != body.len() {
+            return Err(crate::transport::short_answer(peer, at as u64, body.len()));
+        }
+        Ok(Bytes::from(out))
     }
 
     async fn holdings(&self, peer: PeerId) -> Result<Vec<Holding>, TransportError> {

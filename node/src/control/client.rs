@@ -377,9 +377,9 @@ impl ShardTransport for DaemonTransport {
             .take(n)
             .read_to_end(&mut data)
             .await
-            .map_err(|_| TransportError::Stopped)?;
+            .map_err(|e| cut_short(peer, &e))?;
         if data.len() as u64 != n {
-            return Err(TransportError::Stopped);
+            return Err(crate::transport::short_answer(peer, data.len() as u64, n));
         }
         self.put_back(conn);
         Ok(Bytes::from(data))
@@ -417,7 +417,7 @@ impl ShardTransport for DaemonTransport {
         conn.stream
             .read_exact(dest)
             .await
-            .map_err(|_| TransportError::Stopped)?;
+            .map_err(|e| cut_short(peer, &e))?;
         self.put_back(conn);
         Ok(())
     }
@@ -445,5 +445,15 @@ impl ShardTransport for DaemonTransport {
             LocalResponse::Deleted { count } => Ok(count),
             other => Err(odd(&other)),
         }
+    }
+}
+
+/// The error for shard bytes that stopped arriving from the node: it relays
+/// them from the holder as they come, so a holder that fails mid-shard
+/// closes the connection under the read.
+fn cut_short(peer: PeerId, e: &std::io::Error) -> TransportError {
+    TransportError::Unreachable {
+        peer,
+        reason: format!("the shard was cut short: {e}"),
     }
 }

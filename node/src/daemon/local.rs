@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use kith_net::{OwnerKeypair, PeerId, ShardKey, MAX_SHARD_LEN};
+use kith_net::{FetchBody, OwnerKeypair, PeerId, ShardKey, MAX_SHARD_LEN};
 use tokio::{
     io::AsyncReadExt,
     net::{UnixListener, UnixStream},
@@ -142,14 +141,10 @@ async fn dispatch(
                 .unwrap_or_else(|e| Answer::Message(failed(e.to_string())))
             {
                 Answer::Message(m) => m,
-                Answer::Bytes(data) => {
-                    let sending = LocalResponse::Sending {
-                        len: data.len() as u64,
-                    };
+                Answer::Fetching(mut body) => {
+                    let sending = LocalResponse::Sending { len: body.len() };
                     write_frame(stream, &sending).await?;
-                    return tokio::io::AsyncWriteExt::write_all(stream, &data)
-                        .await
-                        .map_err(|e| NodeError::Control(format!("write: {e}")));
+                    return relay_fetch(&mut body, stream).await;
                 }
             }
         }
@@ -159,7 +154,33 @@ async fn dispatch(
 
 enum Answer {
     Message(LocalResponse),
-    Bytes(Bytes),
+    /// Shard bytes arriving from a holder, passed on as they come.
+    Fetching(FetchBody),
+}
+
+/// Bytes relayed per read from a holder to the local client.
+const RELAY_CHUNK: usize = 256 * 1024;
+
+/// Passes a fetch's bytes on to the client as they arrive, so the node
+/// never holds a whole shard. The length was announced already: a holder
+/// that stops early fails the request, and the caller closes the
+/// connection, which the client sees as a shard cut short.
+async fn relay_fetch(body: &mut FetchBody, stream: &mut UnixStream) -> Result<(), NodeError> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut buf = vec![0u8; RELAY_CHUNK.min(usize::try_from(body.len()).unwrap_or(RELAY_CHUNK))];
+    loop {
+        let n = body
+            .read(&mut buf)
+            .await
+            .map_err(|e| NodeError::Control(format!("shard from the holder: {e}")))?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            return Ok(());
+        };
+        stream
+            .write_all(chunk)
+            .await
+            .map_err(|e| NodeError::Control(format!("write: {e}")))?;
+    }
 }
 
 /// The `ShardTransport` requests other than `Store`.
@@ -207,8 +228,8 @@ async fn owner_request(t: &NetTransport, request: LocalRequest) -> Result<Answer
                 tag,
                 index,
             };
-            match t.fetch(peer, key, offset, len, max_len).await {
-                Ok(data) => Answer::Bytes(data),
+            match t.open_fetch(peer, key, offset, len, max_len).await {
+                Ok(body) => Answer::Fetching(body),
                 Err(e) => Answer::Message(from_transport(e)),
             }
         }
