@@ -318,6 +318,32 @@ impl StoreBody {
         Ok(Some(&self.buf))
     }
 
+    /// Reads the next bytes straight into `dest`, at most what remains;
+    /// `Ok(0)` once every announced byte was read (or when `dest` is
+    /// empty). A sender that stops early is an error.
+    pub async fn read(&mut self, dest: &mut [u8]) -> Result<usize, NetError> {
+        let want = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(dest.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let (dest, _) = dest.split_at_mut(want);
+        let stream = &mut self.stream;
+        let n = idle("shard bytes", async {
+            stream.read(dest).await.map_err(NetError::from)
+        })
+        .await?;
+        if n == 0 {
+            return Err(NetError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the sender stopped before the announced end of the shard",
+            )));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+
     /// Bytes announced but not read yet.
     pub fn remaining(&self) -> u64 {
         self.remaining

@@ -9,7 +9,7 @@ use kith_net::{
     InboundStore, NetEvent, PeerId, MAX_HOLDINGS_PAGE,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncSeekExt},
     sync::mpsc,
 };
 use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -153,10 +153,73 @@ fn io_buffer(len: u64) -> usize {
     usize::try_from(len).unwrap_or(FILE_IO).clamp(1, FILE_IO)
 }
 
+/// Why a shard body did not reach its file.
+enum BodyError {
+    Network(kith_net::NetError),
+    Disk(std::io::Error),
+}
+
+/// Writes a shard body to `file` a buffer at a time on the blocking pool,
+/// reading the next buffer from the network meanwhile. Bytes go from the
+/// stream straight into the buffer the file is written from: no copy in
+/// between. On a network error the writes already started are waited for.
+async fn write_body(
+    body: &mut kith_net::StoreBody,
+    file: &Arc<std::fs::File>,
+    cap: usize,
+) -> Result<(), BodyError> {
+    use std::io::Write as _;
+    type Writing = tokio::task::JoinHandle<std::io::Result<Vec<u8>>>;
+    async fn wait(writing: Option<Writing>) -> Result<Option<Vec<u8>>, BodyError> {
+        match writing {
+            None => Ok(None),
+            Some(w) => match w.await {
+                Ok(Ok(buf)) => Ok(Some(buf)),
+                Ok(Err(e)) => Err(BodyError::Disk(e)),
+                Err(e) => Err(BodyError::Disk(std::io::Error::other(e))),
+            },
+        }
+    }
+    let mut fill = vec![0u8; cap];
+    let mut filled = 0;
+    let mut writing: Option<Writing> = None;
+    loop {
+        let read = match fill.get_mut(filled..) {
+            Some(rest) => body.read(rest).await,
+            None => Ok(0),
+        };
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                wait(writing).await?;
+                return Err(BodyError::Network(e));
+            }
+        };
+        filled += n;
+        let done = n == 0;
+        if filled == fill.len() || (done && filled > 0) {
+            let back = wait(writing.take()).await?.unwrap_or_default();
+            let mut data = std::mem::replace(&mut fill, back);
+            data.truncate(filled);
+            fill.resize(cap, 0);
+            filled = 0;
+            let f = Arc::clone(file);
+            writing = Some(tokio::task::spawn_blocking(move || {
+                (&*f).write_all(&data).map(|()| data)
+            }));
+        }
+        if done {
+            wait(writing).await?;
+            return Ok(());
+        }
+    }
+}
+
 /// Receives a shard into the hold.
 async fn receive(shared: &Shared, store: InboundStore) {
     let peer = store.peer;
     let key = store.key;
+    let store_len = store.len;
     if !shared.book.is_friend(&peer) {
         let reply = ErrorReply::new(
             ErrorCode::Unauthorized,
@@ -191,11 +254,8 @@ async fn receive(shared: &Shared, store: InboundStore) {
         f.seek(std::io::SeekFrom::Start(ticket.offset)).await?;
         Ok::<_, std::io::Error>(f)
     };
-    // Shard bytes arrive in network-sized chunks; the file takes them a
-    // MiB at a time, since every write of a tokio file is a trip to the
-    // blocking pool.
-    let mut file = match file.await {
-        Ok(f) => tokio::io::BufWriter::with_capacity(io_buffer(store.len), f),
+    let file = match file.await {
+        Ok(f) => Arc::new(f.into_std().await),
         Err(e) => {
             tracing::error!(path = %ticket.path.display(), %e, "cannot open a shard file");
             let _ = store
@@ -214,30 +274,22 @@ async fn receive(shared: &Shared, store: InboundStore) {
             return;
         }
     };
-    loop {
-        match body.next_chunk().await {
-            Ok(Some(chunk)) => {
-                if let Err(e) = file.write_all(chunk).await {
-                    tracing::error!(%e, "cannot write a shard file");
-                    let reply = ErrorReply::new(ErrorCode::Internal, "the holder cannot write");
-                    let _ = body.refuse(reply).await;
-                    return;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                // The bytes written stay unconfirmed; the next start trims them.
-                tracing::info!(%peer, %e, "upload interrupted");
-                return;
-            }
+    let written = match write_body(&mut body, &file, io_buffer(store_len)).await {
+        Ok(()) => {
+            let f = Arc::clone(&file);
+            tokio::task::spawn_blocking(move || f.sync_data())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         }
-    }
-    let synced = async {
-        file.flush().await?;
-        file.get_mut().sync_data().await
+        Err(BodyError::Network(e)) => {
+            // The bytes written stay unconfirmed; the next start trims them.
+            tracing::info!(%peer, %e, "upload interrupted");
+            return;
+        }
+        Err(BodyError::Disk(e)) => Err(e),
     };
-    if let Err(e) = synced.await {
-        tracing::error!(%e, "cannot sync a shard file");
+    if let Err(e) = written {
+        tracing::error!(%e, "cannot write a shard file");
         let reply = ErrorReply::new(ErrorCode::Internal, "the holder cannot write");
         let _ = body.refuse(reply).await;
         return;
