@@ -38,6 +38,37 @@ async fn idle<T>(
         .map_err(|_| NetError::Timeout(what))?
 }
 
+/// Reads the next bytes of a body of announced length into `dest`, at most
+/// the `remaining` ones, and counts them off; `Ok(0)` once none remain (or
+/// `dest` is empty). A `peer` (the holder or the sender) that stops early
+/// is an error, not a short body.
+async fn read_announced(
+    stream: &mut Stream,
+    remaining: &mut u64,
+    dest: &mut [u8],
+    peer: &str,
+) -> Result<usize, NetError> {
+    let want = usize::try_from(*remaining)
+        .unwrap_or(usize::MAX)
+        .min(dest.len());
+    if want == 0 {
+        return Ok(0);
+    }
+    let (dest, _) = dest.split_at_mut(want);
+    let n = idle("shard bytes", async {
+        stream.read(dest).await.map_err(NetError::from)
+    })
+    .await?;
+    if n == 0 {
+        return Err(NetError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the {peer} stopped before the announced end of the shard"),
+        )));
+    }
+    *remaining -= n as u64;
+    Ok(n)
+}
+
 async fn read_reply(stream: &mut Stream) -> Result<ShardReply, NetError> {
     idle(
         "shard reply",
@@ -188,29 +219,11 @@ impl FetchBody {
     /// every announced byte has been read. A holder that stops early is an
     /// error, not a short answer.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
-        if self.remaining == 0 || buf.is_empty() {
-            if self.remaining == 0 {
-                let _ = self.stream.close().await;
-            }
+        if self.remaining == 0 {
+            let _ = self.stream.close().await;
             return Ok(0);
         }
-        let want = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let (dest, _) = buf.split_at_mut(want);
-        let stream = &mut self.stream;
-        let n = idle("shard bytes", async {
-            stream.read(dest).await.map_err(NetError::from)
-        })
-        .await?;
-        if n == 0 {
-            return Err(NetError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the holder stopped before the announced end of the shard",
-            )));
-        }
-        self.remaining -= n as u64;
-        Ok(n)
+        read_announced(&mut self.stream, &mut self.remaining, buf, "holder").await
     }
 }
 
@@ -276,7 +289,6 @@ impl InboundStore {
             peer: self.peer,
             remaining: self.len,
             stream: self.stream,
-            buf: vec![0u8; CHUNK],
         })
     }
 
@@ -288,60 +300,21 @@ impl InboundStore {
     }
 }
 
-/// The bytes of an accepted store. Read them with [`StoreBody::next_chunk`]
-/// until it returns `None`, then [`StoreBody::finish`].
+/// The bytes of an accepted store. Read them with [`StoreBody::read`]
+/// until it returns 0, then [`StoreBody::finish`].
 #[derive(Debug)]
 pub struct StoreBody {
     peer: PeerId,
     remaining: u64,
     stream: Stream,
-    buf: Vec<u8>,
 }
 
 impl StoreBody {
-    /// The next chunk of at most [`CHUNK`] bytes, or `None` once all
-    /// announced bytes were read.
-    pub async fn next_chunk(&mut self) -> Result<Option<&[u8]>, NetError> {
-        if self.remaining == 0 {
-            return Ok(None);
-        }
-        let want = usize::try_from(self.remaining).unwrap_or(CHUNK).min(CHUNK);
-        let Self { stream, buf, .. } = self;
-        // `want` never grows, so this only shortens the buffer.
-        buf.resize(want, 0);
-        let slice = buf.as_mut_slice();
-        idle("shard bytes", async {
-            stream.read_exact(slice).await.map_err(NetError::from)
-        })
-        .await?;
-        self.remaining -= want as u64;
-        Ok(Some(&self.buf))
-    }
-
     /// Reads the next bytes straight into `dest`, at most what remains;
     /// `Ok(0)` once every announced byte was read (or when `dest` is
     /// empty). A sender that stops early is an error.
     pub async fn read(&mut self, dest: &mut [u8]) -> Result<usize, NetError> {
-        let want = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .min(dest.len());
-        if want == 0 {
-            return Ok(0);
-        }
-        let (dest, _) = dest.split_at_mut(want);
-        let stream = &mut self.stream;
-        let n = idle("shard bytes", async {
-            stream.read(dest).await.map_err(NetError::from)
-        })
-        .await?;
-        if n == 0 {
-            return Err(NetError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the sender stopped before the announced end of the shard",
-            )));
-        }
-        self.remaining -= n as u64;
-        Ok(n)
+        read_announced(&mut self.stream, &mut self.remaining, dest, "sender").await
     }
 
     /// Bytes announced but not read yet.

@@ -353,11 +353,12 @@ async fn serve(me: PeerId, mut events: mpsc::Receiver<NetEvent>) {
                     continue;
                 };
                 let mut data = Vec::new();
+                let mut buf = vec![0u8; crate::CHUNK];
                 // A sender that vanishes mid-shard leaves nothing stored.
                 let complete = loop {
-                    match body.next_chunk().await {
-                        Ok(Some(chunk)) => data.extend_from_slice(chunk),
-                        Ok(None) => break true,
+                    match body.read(&mut buf).await {
+                        Ok(0) => break true,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
                         Err(_) => break false,
                     }
                 };
