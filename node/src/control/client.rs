@@ -236,6 +236,44 @@ impl DaemonTransport {
         Ok((answer, conn))
     }
 
+    /// Asks the node for shard bytes: the announced length (at most
+    /// `max_len`) and the connection they follow on, to be read in full
+    /// before it goes back to the pool.
+    async fn open_fetch(
+        &self,
+        peer: PeerId,
+        key: ShardKey,
+        offset: u64,
+        len: Option<u64>,
+        max_len: u64,
+    ) -> Result<(u64, Connection), TransportError> {
+        let req = LocalRequest::Fetch {
+            peer: peer.to_bytes(),
+            tag: key.tag,
+            index: key.index,
+            offset,
+            len,
+            max_len,
+        };
+        let (answer, conn) = self.call(req, &[]).await?;
+        let n = match into_result(answer) {
+            Ok(LocalResponse::Sending { len: n }) => n,
+            Ok(other) => return Err(odd(&other)),
+            Err(e) => {
+                self.put_back(conn);
+                return Err(e);
+            }
+        };
+        if n > max_len {
+            // The connection is dropped with the bytes unread.
+            return Err(TransportError::Unreachable {
+                peer,
+                reason: format!("the node announced {n} bytes, more than the {max_len} asked"),
+            });
+        }
+        Ok((n, conn))
+    }
+
     async fn simple(
         &self,
         request: LocalRequest,
@@ -348,30 +386,7 @@ impl ShardTransport for DaemonTransport {
         len: Option<u64>,
         max_len: u64,
     ) -> Result<Bytes, TransportError> {
-        let req = LocalRequest::Fetch {
-            peer: peer.to_bytes(),
-            tag: key.tag,
-            index: key.index,
-            offset,
-            len,
-            max_len,
-        };
-        let (answer, mut conn) = self.call(req, &[]).await?;
-        let n = match into_result(answer) {
-            Ok(LocalResponse::Sending { len: n }) => n,
-            Ok(other) => return Err(odd(&other)),
-            Err(e) => {
-                self.put_back(conn);
-                return Err(e);
-            }
-        };
-        if n > max_len {
-            // The connection is dropped with the bytes unread.
-            return Err(TransportError::Unreachable {
-                peer,
-                reason: format!("the node announced {n} bytes, more than the {max_len} asked"),
-            });
-        }
+        let (n, mut conn) = self.open_fetch(peer, key, offset, len, max_len).await?;
         let mut data = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
         (&mut conn.stream)
             .take(n)
@@ -393,23 +408,7 @@ impl ShardTransport for DaemonTransport {
         dest: &mut [u8],
     ) -> Result<(), TransportError> {
         let want = dest.len() as u64;
-        let req = LocalRequest::Fetch {
-            peer: peer.to_bytes(),
-            tag: key.tag,
-            index: key.index,
-            offset,
-            len: Some(want),
-            max_len: want,
-        };
-        let (answer, mut conn) = self.call(req, &[]).await?;
-        let n = match into_result(answer) {
-            Ok(LocalResponse::Sending { len: n }) => n,
-            Ok(other) => return Err(odd(&other)),
-            Err(e) => {
-                self.put_back(conn);
-                return Err(e);
-            }
-        };
+        let (n, mut conn) = self.open_fetch(peer, key, offset, Some(want), want).await?;
         if n != want {
             // The connection is dropped with the bytes unread.
             return Err(crate::transport::short_answer(peer, n, want));
