@@ -926,18 +926,25 @@ impl<T: ShardTransport> ObjectStore<T> {
         }
         let first = offset / s;
         let last = (end - 1) / s;
-        // A data shard whose every holder is away or not connected makes the
-        // whole read fall back to rebuilding the object: find that out
-        // before fetching the other parts, which would be fetched again.
+        // Holders that were just unreachable or are not connected are
+        // skipped: rebuilding from other shards is quicker than waiting on
+        // them. A data shard left with no holder makes the whole read fall
+        // back to rebuilding the object: find that out before fetching the
+        // other parts, which would be fetched again.
         let unlikely = self.unlikely().await;
         let placements = record.placements();
-        let reachable = |i: u64| {
-            placements
+        let mut holders = Vec::new();
+        for i in first..=last {
+            let index = u16::try_from(i).ok()?;
+            let of_part: Vec<(PeerId, u16)> = placements
                 .iter()
-                .any(|(p, index)| (record.k == 1 || u64::from(*index) == i) && !unlikely(p))
-        };
-        if !(first..=last).all(reachable) {
-            return None;
+                .copied()
+                .filter(|(p, j)| (record.k == 1 || *j == index) && !unlikely(p))
+                .collect();
+            if of_part.is_empty() {
+                return None;
+            }
+            holders.push((index, of_part));
         }
         // The block-aligned part of data shard `i`, in shard coordinates.
         let part = |i: u64| {
@@ -950,11 +957,11 @@ impl<T: ShardTransport> ObjectStore<T> {
         let mut buf = vec![0u8; usize::try_from(top - base).ok()?];
         let mut rest: &mut [u8] = &mut buf;
         let mut reads = Vec::new();
-        for i in first..=last {
-            let (from, to) = part(i);
+        for (index, of_part) in holders {
+            let (from, to) = part(u64::from(index));
             let (here, tail) = rest.split_at_mut_checked(usize::try_from(to - from).ok()?)?;
             rest = tail;
-            reads.push(self.read_data_part(record, u16::try_from(i).ok()?, from, here));
+            reads.push(self.read_data_part(record, index, of_part, from, here));
         }
         if !futures::future::join_all(reads)
             .await
@@ -969,11 +976,12 @@ impl<T: ShardTransport> ObjectStore<T> {
     }
 
     /// Fills `dest` with data shard `index` from `from` (a block boundary)
-    /// on, block-verified, from the first holder that has it right.
+    /// on, block-verified, from the first of `holders` that has it right.
     async fn read_data_part(
         &self,
         record: &ObjectRecord,
         index: u16,
+        holders: Vec<(PeerId, u16)>,
         from: u64,
         dest: &mut [u8],
     ) -> bool {
@@ -993,15 +1001,6 @@ impl<T: ShardTransport> ObjectStore<T> {
         if blocks.len() as u64 <= last_block {
             return false;
         }
-        // Holders that were just unreachable or are not connected are
-        // skipped: rebuilding from other shards is quicker than waiting on
-        // them.
-        let unlikely = self.unlikely().await;
-        let holders: Vec<(PeerId, u16)> = record
-            .placements()
-            .into_iter()
-            .filter(|(p, i)| (record.k == 1 || *i == index) && !unlikely(p))
-            .collect();
         for (peer, shard_index) in holders {
             let key = ShardKey {
                 owner: self.keys.owner_id(),
