@@ -70,10 +70,11 @@ fn usize_len(len: u64) -> Result<usize, ObjectError> {
     })
 }
 
-/// Coders kept between objects. A coder's work buffer is a few times the
-/// size of the object; allocating and zeroing it afresh for every pack cost
-/// more in page faults than the coding itself. Reads and writes run on many
-/// blocking threads, so the coders are shared rather than kept per thread.
+/// GF(2^16) decoders kept between objects (rebuilds of shards in formats 1
+/// and 2). A decoder's work buffer is a few times the size of the object;
+/// allocating and zeroing it afresh for every pack cost more in page faults
+/// than the decoding itself. Reads run on many blocking threads, so the
+/// decoders are shared rather than kept per thread.
 struct Pool<T> {
     idle: Mutex<Vec<T>>,
 }
@@ -103,14 +104,12 @@ impl<T> Pool<T> {
     }
 }
 
-/// Idle coders kept per direction: as many as objects are read or written
-/// at once by default.
+/// Idle decoders kept: as many as objects are read at once by default.
 const IDLE_CODERS: usize = 4;
 /// Coders that worked on longer shards are dropped after use: a 3-of-5
 /// decoder's work buffer is eight shards long. Pack-sized objects cut 2 or
 /// more ways stay below this.
 const MAX_POOLED_SHARD: usize = 8 << 20;
-static ENCODERS: Pool<ReedSolomonEncoder> = Pool::new();
 static DECODERS: Pool<ReedSolomonDecoder> = Pool::new();
 
 /// The `k` data shard bodies of `data`: the object cut in `k` parts of
@@ -188,34 +187,21 @@ pub(crate) fn encode_with(
     Ok(shards)
 }
 
+/// GF(2^16) parity, which only shards of formats 1 and 2 carry: new
+/// shards never need it, so its encoder is not pooled.
 fn encode_gf16(
     shards: &[Bytes],
     k: u16,
     parity: u16,
     len: usize,
 ) -> Result<Vec<Bytes>, ObjectError> {
-    let (k, parity) = (usize::from(k), usize::from(parity));
-    let mut encoder = match ENCODERS.take() {
-        Some(mut e) => {
-            e.reset(k, parity, len).map_err(erasure_err)?;
-            e
-        }
-        None => ReedSolomonEncoder::new(k, parity, len).map_err(erasure_err)?,
-    };
-    let recovery = (|| {
-        for shard in shards {
-            encoder.add_original_shard(shard).map_err(erasure_err)?;
-        }
-        let result = encoder.encode().map_err(erasure_err)?;
-        Ok::<_, ObjectError>(
-            result
-                .recovery_iter()
-                .map(Bytes::copy_from_slice)
-                .collect::<Vec<_>>(),
-        )
-    })();
-    ENCODERS.give_back(encoder, len);
-    recovery
+    let mut encoder =
+        ReedSolomonEncoder::new(usize::from(k), usize::from(parity), len).map_err(erasure_err)?;
+    for shard in shards {
+        encoder.add_original_shard(shard).map_err(erasure_err)?;
+    }
+    let result = encoder.encode().map_err(erasure_err)?;
+    Ok(result.recovery_iter().map(Bytes::copy_from_slice).collect())
 }
 
 /// Rebuilds an object of `object_len` bytes from at least `k` distinct
