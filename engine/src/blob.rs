@@ -64,10 +64,17 @@ fn aad(kind: BlobKind, compression: Compression, id: &BlobId) -> [u8; 34] {
     a
 }
 
+/// Blobs at least this long are sampled before they are compressed.
+const PROBE_MIN_LEN: usize = 256 * 1024;
+/// The sample is this many slices of [`PROBE_SLICE_LEN`] bytes, spread evenly.
+const PROBE_SLICES: usize = 8;
+const PROBE_SLICE_LEN: usize = 4 * 1024;
+
 /// Reusable compression state for one thread.
 pub struct Encoder {
     compressor: zstd::bulk::Compressor<'static>,
     scratch: Vec<u8>,
+    sample: Vec<u8>,
 }
 
 impl Encoder {
@@ -76,10 +83,40 @@ impl Encoder {
         Ok(Encoder {
             compressor: zstd::bulk::Compressor::new(level)?,
             scratch: Vec::new(),
+            sample: Vec::new(),
         })
     }
 
-    /// Compresses when that saves at least 1/32 of the size, then appends
+    /// Whether compressing `plaintext` may pay. Photos, video and archives
+    /// are already compressed, and zstd spends as long failing on them as
+    /// it spends succeeding on text; so a large blob is first sampled, and
+    /// compressed only when the sample saves at least 1/64 of its size.
+    /// The bar is lower than [`Encoder::seal_into`]'s 1/32, because slices
+    /// compressed apart lose the context the whole blob would have.
+    fn worth_compressing(&mut self, plaintext: &[u8]) -> bool {
+        if plaintext.len() < PROBE_MIN_LEN {
+            return true;
+        }
+        let stride = plaintext.len() / PROBE_SLICES;
+        self.sample.clear();
+        for slice in plaintext.chunks(stride).take(PROBE_SLICES) {
+            self.sample
+                .extend_from_slice(slice.get(..PROBE_SLICE_LEN).unwrap_or(slice));
+        }
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(self.sample.len()));
+        match self
+            .compressor
+            .compress_to_buffer(&self.sample[..], &mut self.scratch)
+        {
+            Ok(_) => self.scratch.len() + self.sample.len() / 64 < self.sample.len(),
+            Err(_) => true,
+        }
+    }
+
+    /// Compresses when that saves at least 1/32 of the size (large blobs
+    /// are sampled first), then appends
     /// `nonce ‖ ciphertext ‖ tag` to `out`. Returns the compression used.
     pub fn seal_into(
         &mut self,
@@ -89,14 +126,15 @@ impl Encoder {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Compression {
-        let bound = zstd::zstd_safe::compress_bound(plaintext.len());
-        self.scratch.clear();
-        self.scratch.reserve(bound);
-        let compressed = self
-            .compressor
-            .compress_to_buffer(plaintext, &mut self.scratch)
-            .is_ok()
-            && self.scratch.len() + plaintext.len() / 32 < plaintext.len();
+        let compressed = self.worth_compressing(plaintext) && {
+            let bound = zstd::zstd_safe::compress_bound(plaintext.len());
+            self.scratch.clear();
+            self.scratch.reserve(bound);
+            self.compressor
+                .compress_to_buffer(plaintext, &mut self.scratch)
+                .is_ok()
+                && self.scratch.len() + plaintext.len() / 32 < plaintext.len()
+        };
         let (compression, payload) = if compressed {
             (Compression::Zstd, &self.scratch[..])
         } else {
@@ -231,5 +269,63 @@ mod tests {
         out.clear();
         let c = enc.seal_into(&cipher, BlobKind::Data, &id, &zeros, &mut out);
         assert_eq!(c, Compression::Zstd);
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn seal_and_open(data: &[u8]) -> Compression {
+        let key = [3u8; 32];
+        let cipher = Cipher::new(&SymmetricKey([4u8; 32]));
+        let mut enc = Encoder::new(3).unwrap();
+        let id = blob_id(&key, data);
+        let mut out = Vec::new();
+        let c = enc.seal_into(&cipher, BlobKind::Data, &id, data, &mut out);
+        let back = open_blob(&cipher, &key, BlobKind::Data, c, &id, data.len() as u32, &out).unwrap();
+        assert!(back == data);
+        c
+    }
+
+    #[test]
+    fn a_large_incompressible_blob_is_judged_by_its_sample_and_stored_raw() {
+        let data = noise(3 * PROBE_MIN_LEN, 7);
+        let mut enc = Encoder::new(3).unwrap();
+        assert!(!enc.worth_compressing(&data));
+        assert_eq!(seal_and_open(&data), Compression::None);
+    }
+
+    #[test]
+    fn a_large_blob_with_compressible_stretches_is_compressed() {
+        // Noise with runs of text between: every sampled slice sees some
+        // of the text, so the whole blob is tried, and it pays.
+        let text = b"the quick brown fox jumps over the lazy dog; ".repeat(100);
+        let mut data = Vec::new();
+        let mut seed = 11;
+        while data.len() < 2 * PROBE_MIN_LEN {
+            data.extend_from_slice(&noise(2048, seed));
+            data.extend_from_slice(&text);
+            seed += 1;
+        }
+        let mut enc = Encoder::new(3).unwrap();
+        assert!(enc.worth_compressing(&data));
+        assert_eq!(seal_and_open(&data), Compression::Zstd);
+    }
+
+    #[test]
+    fn blobs_just_under_the_sampling_size_are_compressed_whole() {
+        // Mostly noise, with a compressible tail that a sample could miss.
+        let mut data = noise(PROBE_MIN_LEN - 64 * 1024, 5);
+        data.extend(std::iter::repeat_n(0u8, 64 * 1024 - 1));
+        let mut enc = Encoder::new(3).unwrap();
+        assert!(enc.worth_compressing(&data));
     }
 }

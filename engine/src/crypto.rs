@@ -7,7 +7,7 @@
 //! x25519 key pair and the repository's public key, so that only a holder of
 //! the repository's secret key can derive it again.
 
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
+use aes_gcm_siv::aead::{AeadInOut, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use rand::RngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -61,7 +61,7 @@ impl Cipher {
         #[allow(clippy::indexing_slicing)] // `start` was `out.len()` before the append.
         let tag = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[start..])
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, (&mut out[start..]).into())
             .unwrap_or_default();
         out.extend_from_slice(&tag);
     }
@@ -80,14 +80,11 @@ impl Cipher {
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let nonce = Nonce::try_from(nonce).map_err(|_| AuthError)?;
+        let tag = Tag::try_from(tag).map_err(|_| AuthError)?;
         let mut buf = ct.to_vec();
         self.0
-            .decrypt_in_place_detached(
-                Nonce::from_slice(nonce),
-                aad,
-                &mut buf,
-                Tag::from_slice(tag),
-            )
+            .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
             .map_err(|_| AuthError)?;
         Ok(buf)
     }

@@ -79,7 +79,7 @@ impl RootCapsule {
         let aad = aad(&keys.owner_id());
         let sealed = cipher
             .encrypt(
-                Nonce::from_slice(&nonce),
+                &Nonce::from(nonce),
                 Payload {
                     msg: &plain,
                     aad: &aad,
@@ -106,9 +106,10 @@ impl RootCapsule {
         let sealed = bytes.get(21..)?;
         let cipher = Aes256GcmSiv::new(keys.capsule_key().into());
         let aad = aad(&keys.owner_id());
+        let nonce = Nonce::try_from(nonce).ok()?;
         let plain = cipher
             .decrypt(
-                Nonce::from_slice(nonce),
+                &nonce,
                 Payload {
                     msg: sealed,
                     aad: &aad,

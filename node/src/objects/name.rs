@@ -126,7 +126,7 @@ pub(crate) fn seal(
         .get_mut(2 + MAX_NAME_LEN..)?
         .copy_from_slice(&id.written.to_le_bytes());
     let cipher = Aes256GcmSiv::new(keys.name_key().into());
-    let nonce = Nonce::from_slice(&tag.0[..12]);
+    let nonce = &Nonce::try_from(tag.0.get(..12)?).ok()?;
     let aad = aad(&keys.owner_id(), tag);
     let sealed = cipher
         .encrypt(
@@ -148,7 +148,7 @@ pub(crate) fn open(
     sealed: &[u8; SEALED_NAME_LEN],
 ) -> Option<SealedIdentity> {
     let cipher = Aes256GcmSiv::new(keys.name_key().into());
-    let nonce = Nonce::from_slice(&tag.0[..12]);
+    let nonce = &Nonce::try_from(tag.0.get(..12)?).ok()?;
     let aad = aad(&keys.owner_id(), tag);
     let plain = cipher
         .decrypt(
