@@ -559,8 +559,17 @@ mod tests {
         );
         assert_eq!(parse_duration("2min30s").unwrap(), Duration::from_secs(150));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "5", "3x", "d", "1d 2h", "-1d"] {
+        for bad in ["", "5", "3x", "d", "1d 2h", "-1d", "3日", "日", "2dé", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        // The parser slices by byte counts of ASCII runs; any text, however
+        // far from a duration, gets an answer and never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in "\\PC{0,24}") {
+            let _ = parse_duration(&text);
         }
     }
 }
