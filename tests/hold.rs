@@ -258,3 +258,147 @@ fn a_request_naming_a_bad_peer_id_is_answered_and_the_connection_stays_usable() 
         );
     });
 }
+
+/// Sends `Store` for `len` bytes to `peer` through a raw control
+/// connection, but only the first `sent` of them.
+async fn begin_raw_store(c: &mut Connection, peer: Vec<u8>, tag: u8, len: usize, sent: &[u8]) {
+    let store = LocalRequest::Store {
+        peer,
+        tag: ObjectTag([tag; 32]),
+        index: 0,
+        len: len as u64,
+    };
+    c.send(&store).await.unwrap();
+    c.send_raw(sent).await.unwrap();
+}
+
+#[test]
+fn a_store_naming_a_bad_or_unknown_peer_is_answered_after_its_bytes_and_the_connection_stays_usable(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut owner_node = TestNode::local(&tmp.path().join("owner"), "1M");
+    owner_node.start();
+    let body = data(300_000, 6);
+    runtime().block_on(async {
+        let mut c = Connection::open(&owner_node.dir).await.unwrap();
+        let set = c.request(&LocalRequest::SetOwner { seed: SEED }).await;
+        assert!(matches!(set, Ok(LocalResponse::Done)), "{set:?}");
+        let unknown = PeerId::random().to_bytes();
+        for peer in [vec![1, 2, 3], unknown] {
+            begin_raw_store(&mut c, peer, 1, body.len(), &body).await;
+            let answer = c.answer().await;
+            assert!(
+                matches!(
+                    answer,
+                    Ok(LocalResponse::Failed { .. } | LocalResponse::Unreachable { .. })
+                ),
+                "{answer:?}"
+            );
+            // The shard's bytes were drained: the next frame is read as one.
+            let next = c.request(&LocalRequest::UsablePeers).await;
+            assert!(
+                matches!(next, Ok(LocalResponse::UsablePeers(_))),
+                "{next:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_shard_cut_off_mid_stream_is_never_listed_and_can_be_stored_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut holder = TestNode::local(&tmp.path().join("holder"), "64M");
+    let mut owner_node = TestNode::local(&tmp.path().join("owner"), "64M");
+    holder.start();
+    owner_node.start();
+    holder.befriend(&owner_node);
+    let holder_id: PeerId = holder.peer_id().parse().unwrap();
+    let owner = OwnerKeypair::from_seed(SEED).unwrap();
+    let full = data(8 << 20, 7);
+    let rt = runtime();
+    let owner_hold = holder.dir.join("hold").join(hex(&owner.owner_id().0));
+    let on_disk = |tag: u8| {
+        let path = owner_hold.join(format!("{}.0", hex(&[tag; 32])));
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    };
+
+    // The owner's client goes away after 2.5 MiB of 8: the node's stream
+    // to the holder is cut short.
+    let sent = 5 << 19;
+    rt.block_on(async {
+        let mut c = Connection::open(&owner_node.dir).await.unwrap();
+        c.request(&LocalRequest::SetOwner { seed: SEED })
+            .await
+            .unwrap();
+        begin_raw_store(&mut c, holder_id.to_bytes(), 1, full.len(), &full[..sent]).await;
+        wait_for("the first MiB on the holder", || on_disk(1) >= 1 << 20);
+    });
+    // The holder is killed while the owner's node streams a shard to it.
+    rt.block_on(async {
+        let mut c = Connection::open(&owner_node.dir).await.unwrap();
+        c.request(&LocalRequest::SetOwner { seed: SEED })
+            .await
+            .unwrap();
+        begin_raw_store(
+            &mut c,
+            holder_id.to_bytes(),
+            2,
+            full.len(),
+            &full[..3 << 20],
+        )
+        .await;
+        wait_for("the first MiB on the holder", || on_disk(2) >= 1 << 20);
+        holder.kill();
+        c.send_raw(&full[3 << 20..]).await.unwrap();
+        let answer = c.answer().await;
+        assert!(
+            matches!(
+                answer,
+                Ok(LocalResponse::Unreachable { .. } | LocalResponse::Failed { .. })
+            ),
+            "a store to a killed holder answered {answer:?}"
+        );
+        let next = c.request(&LocalRequest::UsablePeers).await;
+        assert!(
+            matches!(next, Ok(LocalResponse::UsablePeers(_))),
+            "{next:?}"
+        );
+    });
+
+    // Both shards reached the holder in part: the cut came mid-stream.
+    for tag in [1u8, 2] {
+        let got = on_disk(tag);
+        assert!(
+            got > 0 && got < full.len() as u64,
+            "shard {tag}: {got} bytes on the holder's disk"
+        );
+    }
+    holder.start();
+    let owner_peer = owner_node.peer_id();
+    wait_for("the holder and owner to reconnect", || {
+        holder
+            .peer(&owner_peer)
+            .is_some_and(|p| p["state"] == "connected")
+            && owner_node
+                .peer(&holder_id.to_string())
+                .is_some_and(|p| p["state"] == "connected")
+    });
+    let t = rt
+        .block_on(DaemonTransport::connect(&owner_node.dir, SEED))
+        .unwrap();
+    let held = rt.block_on(t.holdings(holder_id)).unwrap();
+    assert!(
+        held.is_empty(),
+        "shards cut off mid-stream are listed: {:?}",
+        held.iter().map(|h| (h.tag.0[0], h.len)).collect::<Vec<_>>()
+    );
+    for tag in [1, 2] {
+        rt.block_on(t.store(holder_id, key(&owner, tag, 0), full.clone().into()))
+            .unwrap();
+        let got = rt
+            .block_on(t.fetch(holder_id, key(&owner, tag, 0), 0, None, 16 << 20))
+            .unwrap();
+        assert!(got == full, "shard {tag} differs after being stored again");
+    }
+    assert_eq!(rt.block_on(t.holdings(holder_id)).unwrap().len(), 2);
+}

@@ -290,7 +290,16 @@ mod tests {
         let id = blob_id(&key, data);
         let mut out = Vec::new();
         let c = enc.seal_into(&cipher, BlobKind::Data, &id, data, &mut out);
-        let back = open_blob(&cipher, &key, BlobKind::Data, c, &id, data.len() as u32, &out).unwrap();
+        let back = open_blob(
+            &cipher,
+            &key,
+            BlobKind::Data,
+            c,
+            &id,
+            data.len() as u32,
+            &out,
+        )
+        .unwrap();
         assert!(back == data);
         c
     }

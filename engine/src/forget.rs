@@ -559,7 +559,18 @@ mod tests {
         );
         assert_eq!(parse_duration("2min30s").unwrap(), Duration::from_secs(150));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "5", "3x", "d", "1d 2h", "-1d", "3日", "日", "2dé", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "3x",
+            "d",
+            "1d 2h",
+            "-1d",
+            "3日",
+            "日",
+            "2dé",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }

@@ -76,11 +76,26 @@ impl Connection {
 
     /// Sends one request and reads its answer frame.
     pub async fn request(&mut self, request: &LocalRequest) -> Result<LocalResponse, NodeError> {
-        write_frame(&mut self.stream, request).await?;
+        self.send(request).await?;
         self.answer().await
     }
 
-    async fn answer(&mut self) -> Result<LocalResponse, NodeError> {
+    /// Sends one request frame without waiting for its answer: a `Store`
+    /// is answered only after its bytes, sent with [`Connection::send_raw`].
+    pub async fn send(&mut self, request: &LocalRequest) -> Result<(), NodeError> {
+        write_frame(&mut self.stream, request).await
+    }
+
+    /// Sends bytes that follow a request frame.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), NodeError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| NodeError::Control(format!("write: {e}")))
+    }
+
+    /// Reads the answer to the last request.
+    pub async fn answer(&mut self) -> Result<LocalResponse, NodeError> {
         read_frame(&mut self.stream, MAX_LOCAL_RESPONSE)
             .await?
             .ok_or_else(|| NodeError::Control("the node closed the connection".to_owned()))
