@@ -209,6 +209,59 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn aes_256_gcm_siv_matches_rfc_8452_and_the_bytes_of_earlier_releases() {
+        // RFC 8452, appendix C.2: key 01 00.., nonce 03 00.., no AAD,
+        // plaintext 01 00.. 02 00.. (32 bytes).
+        let mut key = [0u8; 32];
+        key[0] = 1;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[0] = 3;
+        let mut plain = [0u8; 32];
+        plain[0] = 1;
+        plain[16] = 2;
+        let mut sealed = nonce.to_vec();
+        let cipher = Cipher::new(&SymmetricKey(key));
+        let mut body = plain.to_vec();
+        let tag = cipher
+            .0
+            .encrypt_inout_detached(&Nonce::from(nonce), b"", body.as_mut_slice().into())
+            .unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(&body) + &hex(&tag),
+            "4a6a9db4c8c6549201b9edb53006cba821ec9cf850948a7c86c68ac7539d027f\
+             e819e63abcd020b006a976397632eb5d"
+        );
+        sealed.extend_from_slice(&body);
+        sealed.extend_from_slice(&tag);
+        assert_eq!(cipher.open(b"", &sealed).unwrap(), plain);
+
+        // 4099 bytes under an AAD, sealed by the release kith used before
+        // (aes-gcm-siv 0.11): long enough for the parallel POLYVAL path and
+        // a partial last block; the expected value is BLAKE3 of
+        // `ciphertext ‖ tag`.
+        let cipher = Cipher::new(&SymmetricKey([0x42; 32]));
+        let plain: Vec<u8> = (0..4099u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut body = plain.clone();
+        let tag = cipher
+            .0
+            .encrypt_inout_detached(
+                &Nonce::from([9u8; 12]),
+                b"kith aad",
+                body.as_mut_slice().into(),
+            )
+            .unwrap();
+        body.extend_from_slice(&tag);
+        assert_eq!(
+            blake3::hash(&body).to_hex().as_str(),
+            "23f83d1a2db649628e7ef04a731dedf1f75fa5d3d75c1ec6afdb2f8e3ce5023a"
+        );
+        let mut sealed = vec![9u8; NONCE_LEN];
+        sealed.extend_from_slice(&body);
+        assert_eq!(cipher.open(b"kith aad", &sealed).unwrap(), plain);
+    }
+
     proptest! {
         #[test]
         fn sealed_bytes_open_with_the_same_key_and_aad(data in proptest::collection::vec(any::<u8>(), 0..2048), aad in proptest::collection::vec(any::<u8>(), 0..64)) {
