@@ -15,6 +15,8 @@ use std::process::{Command, Output};
 
 use kith_e2e::node::{free_port, wait_for, TestNode};
 use kith_e2e::{assert_same_tree, files_under, Env, Rng};
+use kith_node::control::client::DaemonTransport;
+use kith_node::transport::ShardTransport;
 
 const PASSWORD: &str = "correct horse";
 
@@ -213,6 +215,20 @@ fn a_holder_serving_corrupted_shards_never_corrupts_a_restore_and_is_named() {
             && c.holders[liar]
                 .peer(&owner)
                 .is_some_and(|p| p["state"] == "connected")
+    });
+    // Connected is not yet usable: the owner's node must also have its
+    // quota answer, or a read asks the restarted holder last and never
+    // meets its lies.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let owner_transport = rt
+        .block_on(DaemonTransport::connect(&c.owner.dir, [1; 32]))
+        .unwrap();
+    wait_for("the owner to count the restarted holder usable", || {
+        rt.block_on(owner_transport.usable_peers())
+            .is_ok_and(|u| u.iter().any(|p| p.peer.to_string() == liar_id))
     });
 
     let target = c.path("target");
