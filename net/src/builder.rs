@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use futures::StreamExt;
 use libp2p::{
     identify, identity::Keypair, kad, mdns, noise, ping, request_response,
-    swarm::behaviour::toggle::Toggle, swarm::SwarmEvent, tcp, yamux, Multiaddr, StreamProtocol,
+    swarm::behaviour::toggle::Toggle, swarm::SwarmEvent, tcp, Multiaddr, StreamProtocol,
     SwarmBuilder,
 };
 use tokio::sync::{mpsc, Semaphore};
@@ -120,7 +120,7 @@ impl NetBuilder {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                crate::muxer::Config::default,
             )
             .map_err(|e| setup(&e))?
             .with_quic()

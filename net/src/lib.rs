@@ -49,6 +49,7 @@ mod identity;
 mod ids;
 mod inbound;
 mod message;
+mod muxer;
 mod shard;
 mod task;
 mod wire;

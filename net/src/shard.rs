@@ -23,8 +23,9 @@ use crate::{
 /// Protocol id of the shard stream protocol, version 1.
 pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/shard/1");
 
-/// Size of the chunks shard bytes are read and written in.
-pub const CHUNK: usize = 64 * 1024;
+/// Size of the chunks shard bytes are read and written in: four whole yamux
+/// frames of 60 KiB (see `muxer`), so no write leaves a short frame behind.
+pub const CHUNK: usize = 240 * 1024;
 
 /// How long either side waits for a header or for the next chunk.
 pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(30);
