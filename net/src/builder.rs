@@ -119,7 +119,7 @@ impl NetBuilder {
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
-                noise::Config::new,
+                (crate::secure::Config::new, noise::Config::new),
                 crate::muxer::Config::default,
             )
             .map_err(|e| setup(&e))?

@@ -50,6 +50,7 @@ mod ids;
 mod inbound;
 mod message;
 mod muxer;
+mod secure;
 mod shard;
 mod task;
 mod wire;
