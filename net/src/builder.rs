@@ -28,7 +28,7 @@ pub const IDENTIFY_VERSION: &str = "/kith/1";
 /// Inbound shard streams whose header is being read at once; more are reset.
 const MAX_PENDING_INBOUND_SHARDS: usize = 32;
 
-/// Configures and starts a kith swarm: TCP (noise, yamux) and QUIC
+/// Configures and starts a kith swarm: TCP (TLS or noise, yamux) and QUIC
 /// transports, identify, ping, Kademlia on `/kith/kad/1`, optional mDNS,
 /// `/kith/control/1` and `/kith/shard/1`.
 #[derive(Debug)]
