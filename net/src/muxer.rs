@@ -30,7 +30,7 @@ use libp2p::core::{
 /// payload with the 12-byte yamux header.
 pub(crate) const FRAME_BODY: usize = 60 * 1024;
 
-const _: () = assert!(crate::shard::CHUNK % FRAME_BODY == 0);
+const _: () = assert!(crate::shard::CHUNK.is_multiple_of(FRAME_BODY));
 
 /// Inbound streams opened by the remote that wait to be taken; more are
 /// dropped (the remote sees a reset).

@@ -5,8 +5,8 @@
 //! [`KeyMaterial`], with everything before the nonce as associated data.
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use rayon::iter::ParallelExtend;
 use rand::RngCore;
+use rayon::iter::ParallelExtend;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
