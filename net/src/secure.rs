@@ -96,6 +96,10 @@ impl Config {
             .with_cert_resolver(own.clone());
         server.alpn_protocols = vec![ALPN.to_vec()];
         server.ignore_client_order = true;
+        // No session tickets: every connection shows and checks a
+        // certificate, and a ticket one peer issued is never offered to
+        // another (all peers share the one server name libp2p uses).
+        server.send_tls13_tickets = 0;
 
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -103,6 +107,7 @@ impl Config {
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(own);
         client.alpn_protocols = vec![ALPN.to_vec()];
+        client.resumption = rustls::client::Resumption::disabled();
 
         Ok(Config {
             server: Arc::new(server),
@@ -370,6 +375,7 @@ impl ClientCertVerifier for PeerCertificate {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use futures::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
     use super::*;
@@ -398,15 +404,63 @@ mod tests {
         D: UpgradeInfo<Info = &'static str>,
         L: UpgradeInfo<Info = &'static str>,
     {
+        let (a, b, suite, _) = handshake_kind(dialer, listener).await;
+        (a, b, suite)
+    }
+
+    /// [`handshake`], also returning the kind of handshake the dialer made.
+    async fn handshake_kind<D, L>(
+        dialer: D,
+        listener: L,
+    ) -> (PeerId, PeerId, SupportedCipherSuite, rustls::HandshakeKind)
+    where
+        D: OutboundConnectionUpgrade<
+            Compat<tokio::net::TcpStream>,
+            Output = (PeerId, TlsStream<Compat<tokio::net::TcpStream>>),
+        >,
+        D::Error: std::fmt::Debug,
+        L: InboundConnectionUpgrade<
+            Compat<tokio::net::TcpStream>,
+            Output = (PeerId, TlsStream<Compat<tokio::net::TcpStream>>),
+        >,
+        L::Error: std::fmt::Debug,
+        D: UpgradeInfo<Info = &'static str>,
+        L: UpgradeInfo<Info = &'static str>,
+    {
         let (a, b) = socket_pair().await;
         let (out, inb) = tokio::join!(
             dialer.upgrade_outbound(a, "/tls/1.0.0"),
             listener.upgrade_inbound(b, "/tls/1.0.0")
         );
-        let (seen_by_dialer, stream) = out.unwrap();
-        let (seen_by_listener, _) = inb.unwrap();
-        let suite = stream.get_ref().1.negotiated_cipher_suite().unwrap();
-        (seen_by_dialer, seen_by_listener, suite)
+        let (seen_by_dialer, mut stream) = out.unwrap();
+        let (seen_by_listener, mut answer) = inb.unwrap();
+        // A byte each way, so that anything the server sends after the
+        // handshake (such as session tickets) reaches the client.
+        let mut byte = [0u8; 1];
+        let (w, r) = tokio::join!(
+            async {
+                answer.write_all(b"k").await.unwrap();
+                answer.flush().await.unwrap();
+            },
+            stream.read_exact(&mut byte)
+        );
+        let () = w;
+        r.unwrap();
+        let state = stream.get_ref().1;
+        let suite = state.negotiated_cipher_suite().unwrap();
+        let kind = state.handshake_kind().unwrap();
+        (seen_by_dialer, seen_by_listener, suite, kind)
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_between_the_same_nodes_shows_certificates_again() {
+        let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (dialer, listener) = (Config::new(&a).unwrap(), Config::new(&b).unwrap());
+        for _ in 0..2 {
+            let (seen, _, _, kind) = handshake_kind(dialer.clone(), listener.clone()).await;
+            assert_eq!(seen, b.public().to_peer_id());
+            assert_eq!(kind, rustls::HandshakeKind::Full);
+        }
     }
 
     #[tokio::test]
