@@ -238,14 +238,9 @@ impl DaemonTransport {
             tracing::warn!(%e, "control connection failed");
             TransportError::Stopped
         };
-        write_frame(&mut conn.stream, &request)
-            .await
-            .map_err(lost)?;
+        conn.send(&request).await.map_err(lost)?;
         for part in body {
-            conn.stream
-                .write_all(part)
-                .await
-                .map_err(|e| lost(NodeError::Control(e.to_string())))?;
+            conn.send_raw(part).await.map_err(lost)?;
         }
         let answer = conn.answer().await.map_err(lost)?;
         Ok((answer, conn))
