@@ -388,28 +388,9 @@ mod tests {
         (dialed.unwrap().compat(), accepted.unwrap().0.compat())
     }
 
-    /// Runs one handshake; returns the peer each side saw and the suite.
-    async fn handshake<D, L>(dialer: D, listener: L) -> (PeerId, PeerId, SupportedCipherSuite)
-    where
-        D: OutboundConnectionUpgrade<
-            Compat<tokio::net::TcpStream>,
-            Output = (PeerId, TlsStream<Compat<tokio::net::TcpStream>>),
-        >,
-        D::Error: std::fmt::Debug,
-        L: InboundConnectionUpgrade<
-            Compat<tokio::net::TcpStream>,
-            Output = (PeerId, TlsStream<Compat<tokio::net::TcpStream>>),
-        >,
-        L::Error: std::fmt::Debug,
-        D: UpgradeInfo<Info = &'static str>,
-        L: UpgradeInfo<Info = &'static str>,
-    {
-        let (a, b, suite, _) = handshake_kind(dialer, listener).await;
-        (a, b, suite)
-    }
-
-    /// [`handshake`], also returning the kind of handshake the dialer made.
-    async fn handshake_kind<D, L>(
+    /// Runs one handshake; returns the peer each side saw, the suite and
+    /// the kind of handshake the dialer made.
+    async fn handshake<D, L>(
         dialer: D,
         listener: L,
     ) -> (PeerId, PeerId, SupportedCipherSuite, rustls::HandshakeKind)
@@ -457,7 +438,7 @@ mod tests {
         let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
         let (dialer, listener) = (Config::new(&a).unwrap(), Config::new(&b).unwrap());
         for _ in 0..2 {
-            let (seen, _, _, kind) = handshake_kind(dialer.clone(), listener.clone()).await;
+            let (seen, _, _, kind) = handshake(dialer.clone(), listener.clone()).await;
             assert_eq!(seen, b.public().to_peer_id());
             assert_eq!(kind, rustls::HandshakeKind::Full);
         }
@@ -466,7 +447,7 @@ mod tests {
     #[tokio::test]
     async fn kith_nodes_authenticate_each_other_and_prefer_aes_gcm_with_aes_hardware() {
         let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-        let (seen_a, seen_b, suite) =
+        let (seen_a, seen_b, suite, _) =
             handshake(Config::new(&a).unwrap(), Config::new(&b).unwrap()).await;
         assert_eq!(seen_a, b.public().to_peer_id());
         assert_eq!(seen_b, a.public().to_peer_id());
@@ -478,7 +459,7 @@ mod tests {
         let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
         // A stock libp2p client offers ChaCha20 first; the kith server
         // answers with its own first choice.
-        let (seen_a, seen_b, suite) = handshake(
+        let (seen_a, seen_b, suite, _) = handshake(
             libp2p::tls::Config::new(&a).unwrap(),
             Config::new(&b).unwrap(),
         )
@@ -487,7 +468,7 @@ mod tests {
         assert_eq!(seen_b, a.public().to_peer_id());
         assert_eq!(suite, cipher_suites(hardware_aes())[0]);
         // A stock libp2p server follows the kith client's order.
-        let (seen_a, seen_b, suite) = handshake(
+        let (seen_a, seen_b, suite, _) = handshake(
             Config::new(&a).unwrap(),
             libp2p::tls::Config::new(&b).unwrap(),
         )
