@@ -235,9 +235,7 @@ fn a_request_naming_a_bad_peer_id_is_answered_and_the_connection_stays_usable() 
     let mut owner_node = TestNode::local(&tmp.path().join("owner"), "1M");
     owner_node.start();
     runtime().block_on(async {
-        let mut c = Connection::open(&owner_node.dir).await.unwrap();
-        let set = c.request(&LocalRequest::SetOwner { seed: SEED }).await;
-        assert!(matches!(set, Ok(LocalResponse::Done)), "{set:?}");
+        let mut c = owner_connection(&owner_node.dir).await;
         let bad = LocalRequest::Fetch {
             peer: vec![1, 2, 3],
             tag: ObjectTag([1; 32]),
@@ -257,6 +255,33 @@ fn a_request_naming_a_bad_peer_id_is_answered_and_the_connection_stays_usable() 
             "{next:?}"
         );
     });
+}
+
+/// A raw control connection to the node in `dir`, acting as the owner of
+/// [`SEED`].
+async fn owner_connection(dir: &std::path::Path) -> Connection {
+    let mut c = Connection::open(dir).await.unwrap();
+    let set = c.request(&LocalRequest::SetOwner { seed: SEED }).await;
+    assert!(matches!(set, Ok(LocalResponse::Done)), "{set:?}");
+    c
+}
+
+/// The answer to a store is a failure, and the connection still reads the
+/// next request as one: the store's bytes were drained.
+async fn assert_store_failed_and_connection_usable(c: &mut Connection) {
+    let answer = c.answer().await;
+    assert!(
+        matches!(
+            answer,
+            Ok(LocalResponse::Failed { .. } | LocalResponse::Unreachable { .. })
+        ),
+        "a store answered {answer:?}"
+    );
+    let next = c.request(&LocalRequest::UsablePeers).await;
+    assert!(
+        matches!(next, Ok(LocalResponse::UsablePeers(_))),
+        "{next:?}"
+    );
 }
 
 /// Sends `Store` for `len` bytes to `peer` through a raw control
@@ -280,26 +305,11 @@ fn a_store_naming_a_bad_or_unknown_peer_is_answered_after_its_bytes_and_the_conn
     owner_node.start();
     let body = data(300_000, 6);
     runtime().block_on(async {
-        let mut c = Connection::open(&owner_node.dir).await.unwrap();
-        let set = c.request(&LocalRequest::SetOwner { seed: SEED }).await;
-        assert!(matches!(set, Ok(LocalResponse::Done)), "{set:?}");
+        let mut c = owner_connection(&owner_node.dir).await;
         let unknown = PeerId::random().to_bytes();
         for peer in [vec![1, 2, 3], unknown] {
             begin_raw_store(&mut c, peer, 1, body.len(), &body).await;
-            let answer = c.answer().await;
-            assert!(
-                matches!(
-                    answer,
-                    Ok(LocalResponse::Failed { .. } | LocalResponse::Unreachable { .. })
-                ),
-                "{answer:?}"
-            );
-            // The shard's bytes were drained: the next frame is read as one.
-            let next = c.request(&LocalRequest::UsablePeers).await;
-            assert!(
-                matches!(next, Ok(LocalResponse::UsablePeers(_))),
-                "{next:?}"
-            );
+            assert_store_failed_and_connection_usable(&mut c).await;
         }
     });
 }
@@ -326,19 +336,13 @@ fn a_shard_cut_off_mid_stream_is_never_listed_and_can_be_stored_again() {
     // to the holder is cut short.
     let sent = 5 << 19;
     rt.block_on(async {
-        let mut c = Connection::open(&owner_node.dir).await.unwrap();
-        c.request(&LocalRequest::SetOwner { seed: SEED })
-            .await
-            .unwrap();
+        let mut c = owner_connection(&owner_node.dir).await;
         begin_raw_store(&mut c, holder_id.to_bytes(), 1, full.len(), &full[..sent]).await;
         wait_for("the first MiB on the holder", || on_disk(1) >= 1 << 20);
     });
     // The holder is killed while the owner's node streams a shard to it.
     rt.block_on(async {
-        let mut c = Connection::open(&owner_node.dir).await.unwrap();
-        c.request(&LocalRequest::SetOwner { seed: SEED })
-            .await
-            .unwrap();
+        let mut c = owner_connection(&owner_node.dir).await;
         begin_raw_store(
             &mut c,
             holder_id.to_bytes(),
@@ -350,19 +354,7 @@ fn a_shard_cut_off_mid_stream_is_never_listed_and_can_be_stored_again() {
         wait_for("the first MiB on the holder", || on_disk(2) >= 1 << 20);
         holder.kill();
         c.send_raw(&full[3 << 20..]).await.unwrap();
-        let answer = c.answer().await;
-        assert!(
-            matches!(
-                answer,
-                Ok(LocalResponse::Unreachable { .. } | LocalResponse::Failed { .. })
-            ),
-            "a store to a killed holder answered {answer:?}"
-        );
-        let next = c.request(&LocalRequest::UsablePeers).await;
-        assert!(
-            matches!(next, Ok(LocalResponse::UsablePeers(_))),
-            "{next:?}"
-        );
+        assert_store_failed_and_connection_usable(&mut c).await;
     });
 
     // Both shards reached the holder in part: the cut came mid-stream.
