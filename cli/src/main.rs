@@ -29,7 +29,9 @@ use crate::error::CliError;
 /// just above the largest chunk (4 MiB), so the many chunk-sized buffers of
 /// a backup or restore are reused from the heap instead: a fresh mapping for
 /// each of them cost more in page faults than the copying they hold.
-/// Allocations from this size up get a mapping of their own.
+/// Allocations from this size up get a mapping of their own. Pack and
+/// parity buffers are the exception: the engine's buffer pool
+/// (`kith_engine::buffers`) keeps a few of them mapped for the next pack.
 const MMAP_THRESHOLD: i32 = 4 * 1024 * 1024 + 64 * 1024;
 
 #[allow(unsafe_code)]

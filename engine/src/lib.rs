@@ -23,6 +23,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod buffers;
 pub mod check;
 pub mod chunker;
 pub mod condemned;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{BlobKind, Compression, Encoder, MAX_BLOB_SIZE};
+use crate::buffers;
 use crate::crypto::{self, Cipher, RepoPublicKey, RepoSecretKey, SymmetricKey};
 use crate::envelope;
 use crate::id::{hash_of, BlobId, PackId};
@@ -85,7 +86,7 @@ impl PackWriter {
         PackWriter {
             cipher: Cipher::new(&key),
             ephemeral,
-            buf: Vec::with_capacity(capacity),
+            buf: buffers::POOL.take(capacity),
             entries: Vec::new(),
         }
     }
@@ -135,7 +136,7 @@ impl PackWriter {
         let id = PackId(hash_of(&self.buf));
         FinishedPack {
             id,
-            bytes: Bytes::from(self.buf),
+            bytes: buffers::POOL.into_bytes(self.buf),
             entries: self.entries,
             ephemeral: self.ephemeral,
         }

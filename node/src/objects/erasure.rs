@@ -132,10 +132,11 @@ pub(crate) fn data_shards(data: &Bytes, k: u16) -> Result<Vec<Bytes>, ObjectErro
             if end - start == len {
                 return data.slice(start..end);
             }
-            let mut s = Vec::with_capacity(len);
+            let pool = &kith_engine::buffers::POOL;
+            let mut s = pool.take(len);
             s.extend_from_slice(data.get(start..end).unwrap_or(&[]));
             s.resize(len, 0);
-            Bytes::from(s)
+            pool.into_bytes(s)
         })
         .collect())
 }
@@ -175,11 +176,14 @@ pub(crate) fn encode_with(
     }
     let recovery = match code {
         Code::Gf8 => {
-            let mut out: Vec<Vec<u8>> = (0..parity).map(|_| vec![0u8; len]).collect();
+            // Parity comes from the engine's buffer pool, like the pack
+            // it is computed from: both are made and dropped per pack.
+            let pool = &kith_engine::buffers::POOL;
+            let mut out: Vec<Vec<u8>> = (0..parity).map(|_| pool.zeroed(len)).collect();
             gf8(k, parity)?
                 .encode_sep(&shards, &mut out)
                 .map_err(gf8_err)?;
-            out.into_iter().map(Bytes::from).collect()
+            out.into_iter().map(|b| pool.into_bytes(b)).collect()
         }
         Code::Gf16 => encode_gf16(&shards, k, parity, len)?,
     };
