@@ -15,6 +15,7 @@ use tokio::{
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use super::Shared;
+use crate::hold::writeback;
 
 pub(super) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<NetEvent>) {
     while let Some(event) = events.recv().await {
@@ -162,10 +163,13 @@ enum BodyError {
 /// Writes a shard body to `file` a buffer at a time on the blocking pool,
 /// reading the next buffer from the network meanwhile. Bytes go from the
 /// stream straight into the buffer the file is written from: no copy in
-/// between. On a network error the writes already started are waited for.
+/// between. Each buffer's disk write is started as soon as it is in the
+/// page cache ([`writeback`]), `offset` being where the first one lands.
+/// On a network error the writes already started are waited for.
 async fn write_body(
     body: &mut kith_net::StoreBody,
     file: &Arc<std::fs::File>,
+    mut offset: u64,
     cap: usize,
 ) -> Result<(), BodyError> {
     use std::io::Write as _;
@@ -204,8 +208,12 @@ async fn write_body(
             fill.resize(cap, 0);
             filled = 0;
             let f = Arc::clone(file);
+            let at = offset;
+            offset += data.len() as u64;
             writing = Some(tokio::task::spawn_blocking(move || {
-                (&*f).write_all(&data).map(|()| data)
+                (&*f).write_all(&data)?;
+                writeback::start(&f, at, data.len());
+                Ok(data)
             }));
         }
         if done {
@@ -274,7 +282,7 @@ async fn receive(shared: &Shared, store: InboundStore) {
             return;
         }
     };
-    let written = match write_body(&mut body, &file, io_buffer(store_len)).await {
+    let written = match write_body(&mut body, &file, ticket.offset, io_buffer(store_len)).await {
         Ok(()) => {
             let f = Arc::clone(&file);
             tokio::task::spawn_blocking(move || f.sync_data())

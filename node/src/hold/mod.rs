@@ -10,6 +10,7 @@
 //! deleting files the index does not know).
 
 mod reconcile;
+pub(crate) mod writeback;
 
 use std::{
     collections::{HashMap, HashSet},
