@@ -40,6 +40,7 @@
 
 mod builder;
 mod challenge;
+mod coalesce;
 mod codec;
 mod error;
 mod event;

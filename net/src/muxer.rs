@@ -21,6 +21,8 @@ use std::{
 };
 
 use futures::{future, ready, AsyncRead, AsyncWrite};
+
+use crate::coalesce::Coalesce;
 use libp2p::core::{
     muxing::{StreamMuxer, StreamMuxerEvent},
     upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
@@ -69,7 +71,7 @@ where
 
     fn upgrade_inbound(self, io: C, _: Self::Info) -> Self::Future {
         future::ready(Ok(Muxer::new(yamux::Connection::new(
-            io,
+            Coalesce::new(io),
             self.0,
             yamux::Mode::Server,
         ))))
@@ -86,7 +88,7 @@ where
 
     fn upgrade_outbound(self, io: C, _: Self::Info) -> Self::Future {
         future::ready(Ok(Muxer::new(yamux::Connection::new(
-            io,
+            Coalesce::new(io),
             self.0,
             yamux::Mode::Client,
         ))))
@@ -96,7 +98,7 @@ where
 /// A yamux connection as a libp2p stream muxer.
 #[derive(Debug)]
 pub(crate) struct Muxer<C> {
-    connection: yamux::Connection<C>,
+    connection: yamux::Connection<Coalesce<C>>,
     /// Streams the remote opened while the swarm polled the connection for
     /// other reasons; handed out by `poll_inbound`.
     waiting: VecDeque<yamux::Stream>,
@@ -107,7 +109,7 @@ impl<C> Muxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    fn new(connection: yamux::Connection<C>) -> Self {
+    fn new(connection: yamux::Connection<Coalesce<C>>) -> Self {
         Muxer {
             connection,
             waiting: VecDeque::new(),
