@@ -27,7 +27,16 @@ pub(super) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<NetEvent
             } => {
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let answer = answer(&shared, peer, request).await;
+                    // Answers read and commit the node's database, which
+                    // waits for the disk: on the blocking pool, so that the
+                    // network thread keeps moving meanwhile.
+                    let answer =
+                        tokio::task::spawn_blocking(move || answer(&shared, peer, request))
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::error!(%e, "a control request's answer failed");
+                                refused(ErrorCode::Internal, "the holder failed internally")
+                            });
                     if let Err(e) = responder.respond(answer).await {
                         tracing::debug!(%peer, %e, "cannot answer a control request");
                     }
@@ -80,7 +89,7 @@ fn internal(e: &crate::NodeError) -> ControlResponse {
     refused(ErrorCode::Internal, "the holder failed internally")
 }
 
-async fn answer(shared: &Shared, peer: PeerId, request: ControlRequest) -> ControlResponse {
+fn answer(shared: &Shared, peer: PeerId, request: ControlRequest) -> ControlResponse {
     let hold = &shared.hold;
     let local = shared.net.local_peer_id();
     match request {
@@ -236,10 +245,20 @@ async fn receive(shared: &Shared, store: InboundStore) {
         let _ = store.refuse(reply).await;
         return;
     }
-    let ticket = match shared
-        .hold
-        .begin_store(peer, key, store.total_len, store.offset)
-    {
+    // Reserving and recording a shard commit the hold's index, which waits
+    // for the disk: on the blocking pool, so that the node's network keeps
+    // moving meanwhile.
+    let hold = Arc::clone(&shared.hold);
+    let (total_len, offset) = (store.total_len, store.offset);
+    let begun = tokio::task::spawn_blocking(move || hold.begin_store(peer, key, total_len, offset))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ErrorReply::new(
+                ErrorCode::Internal,
+                "the holder cannot record",
+            ))
+        });
+    let ticket = match begun {
         Ok(t) => t,
         Err(reply) => {
             tracing::info!(%peer, %reply, "store refused");
@@ -302,7 +321,12 @@ async fn receive(shared: &Shared, store: InboundStore) {
         let _ = body.refuse(reply).await;
         return;
     }
-    match shared.hold.finish_store(&ticket, end) {
+    let hold = Arc::clone(&shared.hold);
+    let finished = tokio::task::spawn_blocking(move || hold.finish_store(&ticket, end))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match finished {
         Ok(received) => {
             let _ = body.finish(received).await;
         }
