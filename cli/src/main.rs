@@ -104,10 +104,16 @@ fn main() -> ExitCode {
             }
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Node(args::NodeCommand::Run(a)) = &cli.command {
+        // A config that cannot be read fails the daemon's start with its
+        // own message; the runtime only needs a thread count meanwhile.
+        let threads = kith_node::NodeDir::new(&a.dir)
+            .load_config()
+            .map_or(1, |c| c.threads);
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kith: cannot start: {e}");

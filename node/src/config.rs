@@ -40,7 +40,20 @@ pub struct NodeConfig {
     /// Hours an invite code stays valid.
     #[serde(default = "default_invite_hours")]
     pub invite_hours: u64,
+    /// Threads that run the node's network (`kith node run`); disk work
+    /// has a pool of its own. One relays shards at about 900 MiB/s with
+    /// TLS, more than a home link carries, and spares the cores the
+    /// hand-offs between threads (docs/DECISIONS.md).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
 }
+
+fn default_threads() -> usize {
+    1
+}
+
+/// Most network threads a node may ask for.
+pub const MAX_THREADS: usize = 256;
 
 fn default_redial() -> u64 {
     30
@@ -67,6 +80,7 @@ impl Default for NodeConfig {
             always_on: false,
             redial_secs: default_redial(),
             invite_hours: default_invite_hours(),
+            threads: default_threads(),
         }
     }
 }
@@ -101,6 +115,9 @@ impl NodeConfig {
         }
         if self.redial_secs == 0 {
             return Err("`redial_secs` must be at least 1".into());
+        }
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return Err(format!("`threads` must be between 1 and {MAX_THREADS}"));
         }
         Ok(())
     }
@@ -180,6 +197,18 @@ mod tests {
             toml::from_str("listen = [\"/ip4/127.0.0.1/tcp/0\"]\nquota = \"2MiB\"\n").unwrap();
         assert_eq!(c.quota, 2 << 20);
         assert!(!c.mdns);
+    }
+
+    #[test]
+    fn a_config_without_threads_runs_the_network_on_one_and_zero_is_refused() {
+        let mut c: NodeConfig =
+            toml::from_str("listen = [\"/ip4/127.0.0.1/tcp/0\"]\nquota = 1\n").unwrap();
+        assert_eq!(c.threads, 1);
+        assert!(c.check().is_ok());
+        c.threads = 0;
+        assert!(c.check().is_err());
+        c.threads = 4;
+        assert!(c.check().is_ok());
     }
 
     #[test]
