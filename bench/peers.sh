@@ -11,7 +11,9 @@
 #               With 5 usable peers and F = 2, kith cuts 3-of-5.
 # Then 2 of kith's 5 holders are killed (SIGKILL) and the restore is timed
 # again: it must stay bit-exact and should keep >= 80% of the all-up speed.
-# Every process listens on 127.0.0.1 only.
+# Every process listens on 127.0.0.1 only. Each tool's processes are
+# stopped before the next tool starts, and every timed step starts after a
+# sync.
 #
 # Usage: bash bench/peers.sh
 # Environment:
@@ -61,10 +63,19 @@ fi
 mkdir -p "$PARENT"
 WORK="$(mktemp -d "$PARENT/kith-bench-peers.XXXXXX")"
 PIDS=()
-cleanup() {
-  rc=$?
+# stop_all: stops every process started so far. Each tool's processes are
+# stopped once its steps are timed, so that the next tool is measured on a
+# machine where only its own processes run: idle Tahoe nodes still do work
+# after an upload (share crawlers) and took CPU from kith's steps.
+stop_all() {
+  local pid
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+cleanup() {
+  rc=$?
+  stop_all
   if [ "$KEEP" = 1 ]; then log "work folder kept: $WORK"; else rm -rf "$WORK"; fi
   [ "$rc" = 0 ] || log "failed (exit $rc)"
 }
@@ -150,6 +161,7 @@ sys.exit(0 if len(up) >= 5 else 1)'
   step tahoe get curl -fsS -o "$WORK/tahoe-got" "$TAHOE_URL/uri/$(cat "$WORK/tahoe-cap")"
   same_as_data "$WORK/tahoe-got" "the Tahoe download"
   rm -f "$WORK/tahoe-got"
+  stop_all
 }
 
 # --- kith ----------------------------------------------------------------------
@@ -192,6 +204,7 @@ print(sum(1 for p in peers if str(p.get("state", "")).startswith("connected")))'
   step kith get-2-down "$KITH" -r peers:// restore latest --target "$K/got"
   same_as_data "$K/got$DATA" "the kith restore with 2 holders down"
   rm -rf "$K/got"
+  stop_all
 }
 
 for tool in $TOOLS; do
