@@ -1,4 +1,6 @@
-//! Yamux over noise, with frames sized to fill noise's frames.
+//! Yamux over the secure channel, with frames sized to fill noise's
+//! frames, and each frame's header handed to the channel together with
+//! its body ([`Coalesce`], which matters over TLS).
 //!
 //! A yamux connection writes each frame and then flushes its socket, and
 //! over noise every flush seals one noise frame and sends it. Yamux's
@@ -21,12 +23,12 @@ use std::{
 };
 
 use futures::{future, ready, AsyncRead, AsyncWrite};
-
-use crate::coalesce::Coalesce;
 use libp2p::core::{
     muxing::{StreamMuxer, StreamMuxerEvent},
     upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
 };
+
+use crate::coalesce::Coalesce;
 
 /// Largest body of one yamux data frame: 60 KiB, under noise's 65,519-byte
 /// payload with the 12-byte yamux header.
