@@ -17,7 +17,14 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 use super::Shared;
 use crate::hold::writeback;
 
+/// Control requests answered at once. Answers wait for the disk on the
+/// blocking pool; without a bound, a peer flooding requests would have
+/// tokio start a thread for each (up to its limit of 512). The rest wait
+/// their turn as tasks, which cost a few hundred bytes each.
+const ANSWERS_AT_ONCE: usize = 8;
+
 pub(super) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<NetEvent>) {
+    let answering = Arc::new(tokio::sync::Semaphore::new(ANSWERS_AT_ONCE));
     while let Some(event) = events.recv().await {
         match event {
             NetEvent::InboundRequest {
@@ -26,7 +33,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<NetEvent
                 responder,
             } => {
                 let shared = Arc::clone(&shared);
+                let answering = Arc::clone(&answering);
                 tokio::spawn(async move {
+                    // Never closed, so a permit always comes.
+                    let Ok(_turn) = answering.acquire_owned().await else {
+                        return;
+                    };
                     // Answers read and commit the node's database, which
                     // waits for the disk: on the blocking pool, so that the
                     // network thread keeps moving meanwhile.
