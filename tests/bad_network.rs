@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use kith_e2e::netns::{LinkConfig, NetPair};
 use kith_e2e::proxy::Proxy;
 use kith_e2e::servers::{Moto, RemoteEnv, Sshd};
-use kith_e2e::{assert_same_tree, files_under, Env, Rng};
-use kith_storage::{Backend, Kind, S3Backend, S3Config};
+use kith_e2e::{assert_same_tree, block_on, files_under, Env, Rng};
+use kith_storage::{Backend, Kind};
 
 /// `init` with a cheap password hash and 1 MiB packs, so that a few MiB of
 /// data make several packs.
@@ -47,28 +47,6 @@ fn make_data(src: &Path, seed: u64, files: usize, size: usize) {
     fs::write(src.join("notes.txt"), rng.text(200_000)).unwrap();
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// A client of the test's S3 server that bypasses any proxy.
-fn s3_direct(moto: &Moto, bucket: &str, prefix: &str) -> S3Backend {
-    S3Backend::new(S3Config {
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        endpoint: Some(moto.endpoint()),
-        region: "us-east-1".into(),
-        access_key: Some("kithtest".into()),
-        secret_key: Some("kithtestsecret".into()),
-        session_token: None,
-    })
-    .unwrap()
-}
-
 /// Where a test repository lives, and how to count its packs without
 /// going through the misbehaving network.
 enum Server<'a> {
@@ -89,7 +67,7 @@ impl Server<'_> {
                 .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
                 .count(),
             Server::S3 { moto, bucket } => {
-                block_on(s3_direct(moto, bucket, "repo").list(Kind::Pack, ""))
+                block_on(moto.backend(bucket, "repo").list(Kind::Pack, ""))
                     .map(|l| l.len())
                     .unwrap_or(0)
             }

@@ -15,10 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kith_e2e::servers::{keygen, Moto, RemoteEnv, Sshd};
-use kith_e2e::{assert_same_tree, files_under, Env, Rng};
-use kith_storage::{
-    Backend, Handle, Kind, Retry, RetryPolicy, S3Backend, S3Config, SftpBackend, SftpConfig,
-};
+use kith_e2e::{assert_same_tree, block_on, files_under, Env, Rng};
+use kith_storage::{Backend, Handle, Kind, Retry, RetryPolicy, SftpBackend, SftpConfig};
 
 const INIT: &[&str] = &["init", "--kdf-memory", "64", "--kdf-iterations", "1"];
 
@@ -134,7 +132,7 @@ fn the_flow_works_over_s3() {
         vars: moto.vars(),
         env: Env::new(),
     };
-    let s3 = s3_backend(&moto, "kith-test", "some/prefix");
+    let s3 = moto.backend("kith-test", "some/prefix");
     flow(&r, || {
         block_on(async {
             let packs = s3.list(Kind::Pack, "").await.unwrap();
@@ -146,7 +144,7 @@ fn the_flow_works_over_s3() {
         })
     });
     // Same layout as a local repository, below the prefix.
-    let other = s3_backend(&moto, "kith-test", "");
+    let other = moto.backend("kith-test", "");
     let names = |kind: Kind| block_on(other.list(kind, "")).unwrap().len();
     // Seen from the bucket's root, the repository's objects are not there…
     assert_eq!(names(Kind::Config), 0);
@@ -167,28 +165,6 @@ fn the_flow_works_over_s3() {
             Handle::config()
         );
     });
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// A client of the test's S3 server, with the credentials `kith` used.
-fn s3_backend(moto: &Moto, bucket: &str, prefix: &str) -> S3Backend {
-    S3Backend::new(S3Config {
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        endpoint: Some(moto.endpoint()),
-        region: "us-east-1".into(),
-        access_key: Some("kithtest".into()),
-        secret_key: Some("kithtestsecret".into()),
-        session_token: None,
-    })
-    .unwrap()
 }
 
 #[test]
@@ -472,7 +448,7 @@ fn the_sftp_backend_keeps_the_contract_under_concurrency() {
 #[test]
 fn the_s3_backend_keeps_the_contract_under_concurrency() {
     let moto = Moto::start();
-    let s3 = s3_backend(&moto, "contract", "p").with_page_size(100);
+    let s3 = moto.backend("contract", "p").with_page_size(100);
     let b: std::sync::Arc<dyn Backend> = std::sync::Arc::new(Retry::new(s3));
     block_on_multi(async {
         b.create().await.unwrap();

@@ -486,6 +486,21 @@ impl Moto {
         ]
     }
 
+    /// A client of this server that goes to it directly, with the
+    /// credentials `kith` gets from [`Moto::vars`].
+    pub fn backend(&self, bucket: &str, prefix: &str) -> kith_storage::S3Backend {
+        kith_storage::S3Backend::new(kith_storage::S3Config {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: Some(self.endpoint()),
+            region: "us-east-1".into(),
+            access_key: Some("kithtest".into()),
+            secret_key: Some("kithtestsecret".into()),
+            session_token: None,
+        })
+        .expect("an S3 client for the test server")
+    }
+
     /// Turns on credential checks: from now on every request with a key
     /// that moto's IAM does not know is refused with 403.
     pub fn enforce_auth(&self) {
