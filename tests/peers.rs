@@ -439,3 +439,59 @@ fn snapshots_copy_from_peers_to_a_local_folder_and_back() {
     assert_same_tree(&source, &Env::restored(&target, &source));
     c.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn friends_stay_connected_through_idle_timeouts_and_a_later_backup_uses_them_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Idle connections close after 1 s and nothing is redialled within the
+    // test: only keeping friends' connections open lets the backup below
+    // find its peers.
+    let quiet = |dir: PathBuf| {
+        let node = TestNode::local(&dir, "1G");
+        let cfg = dir.join("node.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains("idle_secs = 60"), "{text}");
+        let text = text
+            .replace("idle_secs = 60", "idle_secs = 1")
+            .replace("redial_secs = 1", "redial_secs = 3600");
+        std::fs::write(&cfg, text).unwrap();
+        node
+    };
+    let mut owner = quiet(tmp.path().join("owner"));
+    owner.start();
+    let mut holders = Vec::new();
+    for i in 0..3 {
+        let mut h = quiet(tmp.path().join(format!("holder{i}")));
+        h.start();
+        owner.befriend(&h);
+        holders.push(h);
+    }
+    // Several idle timeouts with nothing to do.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    for h in &holders {
+        let entry = owner.peer(&h.peer_id()).unwrap();
+        assert_eq!(entry["state"], "connected", "{entry}");
+    }
+    assert!(
+        !owner.log().contains("disconnected"),
+        "{}",
+        tail(&owner.log())
+    );
+
+    let cache = tmp.path().join("cache");
+    let init = repo_cmd(&owner, &cache)
+        .args(["init", "--kdf-memory", "64", "--kdf-iterations", "1"])
+        .output()
+        .unwrap();
+    assert_success(&["init"], &init);
+    let source = tmp.path().join("source");
+    random_tree(&source, 0x5eed_0007, 4, 300_000);
+    let out = repo_cmd(&owner, &cache)
+        .args(["backup", source.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_success(&["backup"], &out);
+    for h in &holders {
+        assert!(!files_under(&h.dir.join("hold")).is_empty());
+    }
+}

@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use futures::StreamExt;
 use libp2p::{
     identify, identity::Keypair, kad, mdns, noise, ping, request_response,
-    swarm::behaviour::toggle::Toggle, swarm::SwarmEvent, tcp, Multiaddr, StreamProtocol,
+    swarm::behaviour::toggle::Toggle, swarm::SwarmEvent, tcp, Multiaddr, PeerId, StreamProtocol,
     SwarmBuilder,
 };
 use tokio::sync::{mpsc, Semaphore};
@@ -14,6 +14,7 @@ use crate::{
     codec::{ControlCodec, CONTROL_PROTOCOL},
     event::NetEvent,
     handle::{split_peer, NetHandle},
+    keep::KeepPeers,
     shard::{read_inbound, SHARD_PROTOCOL},
     task::{Behaviour, Task},
     NetError,
@@ -39,6 +40,7 @@ pub struct NetBuilder {
     mdns: bool,
     request_timeout: Duration,
     idle_connection_timeout: Duration,
+    keep: KeepPeers,
     event_capacity: usize,
     command_capacity: usize,
 }
@@ -55,6 +57,7 @@ impl NetBuilder {
             mdns: false,
             request_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(60),
+            keep: KeepPeers::none(),
             event_capacity: 256,
             command_capacity: 64,
         }
@@ -84,9 +87,22 @@ impl NetBuilder {
         self
     }
 
-    /// How long a connection with no open streams stays up.
+    /// How long a connection with no open streams stays up, unless its
+    /// peer is kept ([`NetBuilder::keep_connected`]).
     pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
         self.idle_connection_timeout = timeout;
+        self
+    }
+
+    /// Keeps connections to the peers for which `keep` answers true open
+    /// while idle (a node's friends); others close after the idle timeout.
+    /// `keep` is asked whenever a connection falls idle and when its idle
+    /// timer runs out, on the network task: it must answer at once.
+    pub fn keep_connected(
+        mut self,
+        keep: impl Fn(&PeerId) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.keep = KeepPeers::new(keep);
         self
     }
 
@@ -161,6 +177,7 @@ impl NetBuilder {
                     ),
                     stream: libp2p_stream::Behaviour::new(),
                     inbound,
+                    keep: crate::keep::Behaviour::new(self.keep),
                 })
             })
             .map_err(|e| setup(&e))?

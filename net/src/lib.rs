@@ -49,6 +49,7 @@ mod handle;
 mod identity;
 mod ids;
 mod inbound;
+mod keep;
 mod message;
 mod muxer;
 mod secure;

@@ -51,6 +51,7 @@ pub(crate) struct Behaviour {
     pub(crate) control: request_response::Behaviour<ControlCodec>,
     pub(crate) stream: libp2p_stream::Behaviour,
     pub(crate) inbound: crate::inbound::Behaviour,
+    pub(crate) keep: crate::keep::Behaviour,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;

@@ -1042,3 +1042,47 @@ fn a_holder_that_falls_behind_answers_every_stream_opened_meanwhile() {
     let _ = stop_tx.send(());
     holder_thread.join().unwrap();
 }
+
+/// A node on 127.0.0.1 whose idle connections close after `idle`, except
+/// to the peers `keep` answers true for.
+async fn idle_node(
+    idle: Duration,
+    keep: impl Fn(&PeerId) -> bool + Send + Sync + 'static,
+) -> (NetHandle, mpsc::Receiver<NetEvent>) {
+    NetBuilder::new(Keypair::generate_ed25519())
+        .listen_on(tcp())
+        .idle_connection_timeout(idle)
+        .keep_connected(keep)
+        .spawn()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_peers_stay_connected_while_idle_and_others_are_closed() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let idle = Duration::from_millis(300);
+        let (friend_a, _ea) = idle_node(idle, |_| true).await;
+        let (friend_b, _eb) = idle_node(idle, |_| true).await;
+        let (stranger_a, _ec) = idle_node(idle, |_| false).await;
+        let (stranger_b, _ed) = idle_node(idle, |_| false).await;
+        let kept = friend_a
+            .connect(&addr_of(&friend_b, false).await)
+            .await
+            .unwrap();
+        let dropped = stranger_a
+            .connect(&addr_of(&stranger_b, false).await)
+            .await
+            .unwrap();
+        // Several idle timeouts with no stream open on either connection.
+        tokio::time::sleep(idle * 6).await;
+        assert!(friend_a.connected_peers().await.unwrap().contains(&kept));
+        assert!(!stranger_a
+            .connected_peers()
+            .await
+            .unwrap()
+            .contains(&dropped));
+    })
+    .await
+    .unwrap();
+}

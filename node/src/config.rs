@@ -37,6 +37,10 @@ pub struct NodeConfig {
     /// Seconds between attempts to reconnect to unreachable friends.
     #[serde(default = "default_redial")]
     pub redial_secs: u64,
+    /// Seconds a connection to a peer that is not a friend stays up with
+    /// nothing to do; connections to friends stay up while both run.
+    #[serde(default = "default_idle")]
+    pub idle_secs: u64,
     /// Hours an invite code stays valid.
     #[serde(default = "default_invite_hours")]
     pub invite_hours: u64,
@@ -59,6 +63,10 @@ fn default_redial() -> u64 {
     30
 }
 
+fn default_idle() -> u64 {
+    60
+}
+
 fn default_invite_hours() -> u64 {
     24
 }
@@ -79,6 +87,7 @@ impl Default for NodeConfig {
             mdns: false,
             always_on: false,
             redial_secs: default_redial(),
+            idle_secs: default_idle(),
             invite_hours: default_invite_hours(),
             threads: default_threads(),
         }
@@ -115,6 +124,9 @@ impl NodeConfig {
         }
         if self.redial_secs == 0 {
             return Err("`redial_secs` must be at least 1".into());
+        }
+        if self.idle_secs == 0 {
+            return Err("`idle_secs` must be at least 1".into());
         }
         if !(1..=MAX_THREADS).contains(&self.threads) {
             return Err(format!("`threads` must be between 1 and {MAX_THREADS}"));
@@ -209,6 +221,15 @@ mod tests {
         assert!(c.check().is_err());
         c.threads = 4;
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn a_config_without_idle_secs_closes_idle_strangers_after_a_minute_and_zero_is_refused() {
+        let mut c: NodeConfig =
+            toml::from_str("listen = [\"/ip4/127.0.0.1/tcp/0\"]\nquota = 1\n").unwrap();
+        assert_eq!(c.idle_secs, 60);
+        c.idle_secs = 0;
+        assert!(c.check().is_err());
     }
 
     #[test]

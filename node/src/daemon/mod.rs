@@ -67,7 +67,13 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()>) -> Result<(), N
     let hold = Arc::new(Hold::open(Arc::clone(&state), dir.hold(), config.quota)?);
     let book = Arc::new(PeerBook::new(Friends::new(Arc::clone(&state)))?);
 
-    let mut builder = NetBuilder::new(key).mdns(config.mdns);
+    // Friends' connections stay up while idle: the peers a backup stores
+    // on must be connected when it starts, not after the next redial.
+    let friends = Arc::clone(&book);
+    let mut builder = NetBuilder::new(key)
+        .mdns(config.mdns)
+        .idle_connection_timeout(Duration::from_secs(config.idle_secs))
+        .keep_connected(move |peer| friends.is_friend(peer));
     for addr in &config.listen {
         builder = builder.listen_on(addr.clone());
     }
