@@ -130,7 +130,7 @@ impl NetBuilder {
         };
         let mdns_on = self.mdns;
         let request_timeout = self.request_timeout;
-        let (inbound, incoming) = crate::inbound::Behaviour::new(SHARD_PROTOCOL);
+        let (inbound, incoming) = crate::inbound::behaviour(SHARD_PROTOCOL);
         let mut swarm = SwarmBuilder::with_existing_identity(self.keypair)
             .with_tokio()
             .with_tcp(
@@ -177,7 +177,7 @@ impl NetBuilder {
                     ),
                     stream: libp2p_stream::Behaviour::new(),
                     inbound,
-                    keep: crate::keep::Behaviour::new(self.keep),
+                    keep: crate::keep::behaviour(self.keep),
                 })
             })
             .map_err(|e| setup(&e))?

@@ -12,17 +12,15 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::{DeniedUpgrade, ReadyUpgrade};
-use libp2p::core::Endpoint;
 use libp2p::swarm::handler::{ConnectionEvent, FullyNegotiatedInbound};
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-    NetworkBehaviour, Stream, StreamProtocol, SubstreamProtocol, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, SubstreamProtocol,
 };
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use tokio::sync::mpsc;
+
+use crate::per_peer::PerPeer;
 
 /// Inbound streams waiting for the accepting task, across all connections.
 pub(crate) const QUEUE: usize = 256;
@@ -30,67 +28,16 @@ pub(crate) const QUEUE: usize = 256;
 /// An inbound shard stream and the peer that opened it.
 pub(crate) type Incoming = (PeerId, Stream);
 
-/// The behaviour: listens for one protocol on every connection.
-pub(crate) struct Behaviour {
-    protocol: StreamProtocol,
-    queue: mpsc::Sender<Incoming>,
-}
-
-impl Behaviour {
-    /// Listens for `protocol`; the receiver yields the streams.
-    pub(crate) fn new(protocol: StreamProtocol) -> (Self, mpsc::Receiver<Incoming>) {
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        (Self { protocol, queue }, receiver)
-    }
-
-    fn handler(&self, peer: PeerId) -> Handler {
-        Handler {
-            peer,
-            protocol: self.protocol.clone(),
-            queue: self.queue.clone(),
-        }
-    }
-}
-
-impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = Handler;
-    type ToSwarm = Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer))
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer))
-    }
-
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        match event {}
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
-    }
+/// The behaviour: listens for `protocol` on every connection; the
+/// receiver yields the streams.
+pub(crate) fn behaviour(protocol: StreamProtocol) -> (PerPeer<Handler>, mpsc::Receiver<Incoming>) {
+    let (queue, receiver) = mpsc::channel(QUEUE);
+    let make = move |peer| Handler {
+        peer,
+        protocol: protocol.clone(),
+        queue: queue.clone(),
+    };
+    (PerPeer::new(make), receiver)
 }
 
 /// One connection's side: accepts the protocol and queues each stream.

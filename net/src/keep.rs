@@ -17,15 +17,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::DeniedUpgrade;
-use libp2p::core::Endpoint;
 use libp2p::swarm::handler::ConnectionEvent;
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-    NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::swarm::{ConnectionHandler, ConnectionHandlerEvent, SubstreamProtocol};
+use libp2p::PeerId;
+
+use crate::per_peer::PerPeer;
 
 /// Which peers' connections stay up while idle.
 #[derive(Clone)]
@@ -53,63 +50,12 @@ impl fmt::Debug for KeepPeers {
     }
 }
 
-/// The behaviour: gives every connection a handler that knows its peer.
-pub(crate) struct Behaviour {
-    keep: KeepPeers,
-}
-
-impl Behaviour {
-    pub(crate) fn new(keep: KeepPeers) -> Self {
-        Self { keep }
-    }
-
-    fn handler(&self, peer: PeerId) -> Handler {
-        Handler {
-            peer,
-            keep: self.keep.clone(),
-        }
-    }
-}
-
-impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = Handler;
-    type ToSwarm = Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer))
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        peer: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer))
-    }
-
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        match event {}
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
-    }
+/// The behaviour: every connection's handler asks `keep` about its peer.
+pub(crate) fn behaviour(keep: KeepPeers) -> PerPeer<Handler> {
+    PerPeer::new(move |peer| Handler {
+        peer,
+        keep: keep.clone(),
+    })
 }
 
 /// One connection's side: opens and accepts no streams, only answers

@@ -52,6 +52,7 @@ mod inbound;
 mod keep;
 mod message;
 mod muxer;
+mod per_peer;
 mod secure;
 mod shard;
 mod task;

@@ -50,8 +50,8 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) control: request_response::Behaviour<ControlCodec>,
     pub(crate) stream: libp2p_stream::Behaviour,
-    pub(crate) inbound: crate::inbound::Behaviour,
-    pub(crate) keep: crate::keep::Behaviour,
+    pub(crate) inbound: crate::per_peer::PerPeer<crate::inbound::Handler>,
+    pub(crate) keep: crate::per_peer::PerPeer<crate::keep::Handler>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
