@@ -41,6 +41,7 @@ pub struct NetBuilder {
     request_timeout: Duration,
     idle_connection_timeout: Duration,
     keep: KeepPeers,
+    ping: ping::Config,
     event_capacity: usize,
     command_capacity: usize,
 }
@@ -58,6 +59,7 @@ impl NetBuilder {
             request_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(60),
             keep: KeepPeers::none(),
+            ping: ping::Config::new(),
             event_capacity: 256,
             command_capacity: 64,
         }
@@ -103,6 +105,19 @@ impl NetBuilder {
         keep: impl Fn(&PeerId) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.keep = KeepPeers::new(keep);
+        self
+    }
+
+    /// How often each connection is pinged and how long an answer may
+    /// take (15 s and 20 s by default; a peer that does not even accept
+    /// the ping's stream fails after libp2p's 10 s upgrade timeout). A
+    /// failed ping closes the connection: it is how a kept connection to a
+    /// peer that vanished without closing it (power cut, dropped link)
+    /// ends.
+    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping = ping::Config::new()
+            .with_interval(interval)
+            .with_timeout(timeout);
         self
     }
 
@@ -165,7 +180,7 @@ impl NetBuilder {
                         identify::Config::new(IDENTIFY_VERSION.to_owned(), key.public())
                             .with_agent_version(format!("kith-net/{}", env!("CARGO_PKG_VERSION"))),
                     ),
-                    ping: ping::Behaviour::new(ping::Config::new()),
+                    ping: ping::Behaviour::new(self.ping),
                     kad,
                     mdns: Toggle::from(mdns),
                     control: request_response::Behaviour::with_codec(

@@ -291,6 +291,18 @@ impl Task {
                     listen_addrs: info.listen_addrs,
                 });
             }
+            // libp2p leaves the health check to its user. Kept connections
+            // (friends) never close on their own, so one to a peer that
+            // vanished without closing it would stay up. A peer that does
+            // not speak ping is not a failure.
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(failure),
+            }) if !matches!(failure, ping::Failure::Unsupported) => {
+                tracing::debug!(%peer, %failure, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in found {

@@ -1086,3 +1086,69 @@ async fn kept_peers_stay_connected_while_idle_and_others_are_closed() {
     .await
     .unwrap();
 }
+
+/// A kept connection ends when its peer stops answering pings: here the
+/// peer's only thread is blocked, as a machine that lost power or its link
+/// would stop answering without closing anything.
+#[test]
+fn a_kept_connection_to_a_peer_that_stops_answering_pings_is_closed() {
+    let ping = (Duration::from_millis(200), Duration::from_millis(300));
+    let peer_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stall = peer_rt.handle().clone();
+    let (found_tx, found_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let peer_thread = std::thread::spawn(move || {
+        peer_rt.block_on(async {
+            let (h, _events) = NetBuilder::new(Keypair::generate_ed25519())
+                .listen_on(tcp())
+                .keep_connected(|_| true)
+                .ping(ping.0, ping.1)
+                .spawn()
+                .await
+                .unwrap();
+            found_tx
+                .send((h.local_peer_id(), addr_of(&h, false).await))
+                .unwrap();
+            let _ = stop_rx.await;
+        });
+    });
+    let (peer, addr) = found_rx.recv().unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (me, _events) = NetBuilder::new(Keypair::generate_ed25519())
+            .idle_connection_timeout(Duration::from_millis(300))
+            .keep_connected(|_| true)
+            .ping(ping.0, ping.1)
+            .spawn()
+            .await
+            .unwrap();
+        assert_eq!(me.connect(&addr).await.unwrap(), peer);
+        // Answered pings keep it up past several idle timeouts.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(me.connected_peers().await.unwrap().contains(&peer));
+        // Each ping opens a stream, and a silent peer fails its protocol
+        // negotiation after libp2p's upgrade timeout (10 s), not after the
+        // ping timeout; so the peer stays silent for longer than that, and
+        // the connection must be gone before it wakes.
+        let silent = Duration::from_secs(13);
+        stall.spawn(async move { std::thread::sleep(silent) });
+        let stalled = std::time::Instant::now();
+        while me.connected_peers().await.unwrap().contains(&peer) {
+            assert!(
+                stalled.elapsed() < silent - Duration::from_secs(1),
+                "the connection outlived the silence"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let _ = stop_tx.send(());
+    peer_thread.join().unwrap();
+}
