@@ -495,3 +495,36 @@ fn friends_stay_connected_through_idle_timeouts_and_a_later_backup_uses_them_all
         assert!(!files_under(&h.dir.join("hold")).is_empty());
     }
 }
+
+#[test]
+fn a_holder_that_stops_answering_is_dropped_and_the_next_backup_goes_to_the_others() {
+    let c = Cluster::start(4, None);
+    c.init();
+    let frozen = c.holders[0].peer_id();
+    // Its sockets stay open: only the missing answers to pings show that
+    // it is gone, as with a machine that lost power.
+    c.holders[0].freeze();
+    // libp2p reports a failed ping after two in a row: with the defaults
+    // (a ping every 15 s, 20 s to answer, 10 s to open a new ping stream)
+    // that takes about a minute, and `peer list` waits 10 s for the frozen
+    // holder each time it asks.
+    let start = std::time::Instant::now();
+    while c
+        .owner
+        .peer(&frozen)
+        .is_some_and(|p| p["state"] == "connected")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(150),
+            "the owner still counts the silent holder as connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let source = c.path("source");
+    random_tree(&source, 0x5eed_0008, 4, 300_000);
+    c.ok(&["backup", source.to_str().unwrap()]);
+    for h in &c.holders[1..] {
+        assert!(!files_under(&h.dir.join("hold")).is_empty());
+    }
+    c.holders[0].thaw();
+}

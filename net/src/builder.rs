@@ -111,9 +111,9 @@ impl NetBuilder {
     /// How often each connection is pinged and how long an answer may
     /// take (15 s and 20 s by default; a peer that does not even accept
     /// the ping's stream fails after libp2p's 10 s upgrade timeout). A
-    /// failed ping closes the connection: it is how a kept connection to a
-    /// peer that vanished without closing it (power cut, dropped link)
-    /// ends.
+    /// failed ping closes the connection (libp2p reports one after two
+    /// failures in a row): it is how a kept connection to a peer that
+    /// vanished without closing it (power cut, dropped link) ends.
     pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
         self.ping = ping::Config::new()
             .with_interval(interval)

@@ -1134,10 +1134,11 @@ fn a_kept_connection_to_a_peer_that_stops_answering_pings_is_closed() {
         // Answered pings keep it up past several idle timeouts.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert!(me.connected_peers().await.unwrap().contains(&peer));
-        // Each ping opens a stream, and a silent peer fails its protocol
-        // negotiation after libp2p's upgrade timeout (10 s), not after the
-        // ping timeout; so the peer stays silent for longer than that, and
-        // the connection must be gone before it wakes.
+        // libp2p reports a failure after two in a row: the ping on the open
+        // stream times out, then the next ping's new stream fails its
+        // negotiation after libp2p's upgrade timeout (10 s). So the peer
+        // stays silent for longer than that, and the connection must be
+        // gone before it wakes.
         let silent = Duration::from_secs(13);
         stall.spawn(async move { std::thread::sleep(silent) });
         let stalled = std::time::Instant::now();

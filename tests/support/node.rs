@@ -196,6 +196,17 @@ impl TestNode {
         }
     }
 
+    /// Freezes the daemon (SIGSTOP): its sockets stay open but it answers
+    /// nothing, like a machine that lost power or its link.
+    pub fn freeze(&self) {
+        signal(self.child.as_ref().expect("node running"), SIGSTOP);
+    }
+
+    /// Lets a frozen daemon run again (SIGCONT).
+    pub fn thaw(&self) {
+        signal(self.child.as_ref().expect("node running"), SIGCONT);
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -205,6 +216,10 @@ impl TestNode {
 const fn libc_sigterm() -> i32 {
     15
 }
+
+/// Signal numbers on Linux (x86-64 and aarch64).
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
 
 fn signal(child: &Child, sig: i32) {
     let _ = Command::new("kill")
