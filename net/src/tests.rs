@@ -979,28 +979,81 @@ async fn mdns_flag_builds_or_fails_cleanly_and_bootstrap_needs_peers() {
     .unwrap();
 }
 
+/// A node on a runtime of its own with a single thread, which a test can
+/// block while the node's sockets stay open, as a machine that stops
+/// answering would. Stopped and joined on drop.
+struct OwnThread {
+    peer: PeerId,
+    addr: Multiaddr,
+    runtime: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OwnThread {
+    /// Runs the node `start` makes (and keeps its event receiver, if any).
+    fn spawn<F, Fut>(start: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (NetHandle, Option<mpsc::Receiver<NetEvent>>)>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let runtime = rt.handle().clone();
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async {
+                let (h, _events) = start().await;
+                found_tx
+                    .send((h.local_peer_id(), addr_of(&h, false).await))
+                    .unwrap();
+                let _ = stop_rx.await;
+            });
+        });
+        let (peer, addr) = found_rx.recv().unwrap();
+        OwnThread {
+            peer,
+            addr,
+            runtime,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the node and waits for its thread, failing if it panicked.
+    fn stop(mut self) {
+        self.halt().unwrap();
+    }
+
+    fn halt(&mut self) -> std::thread::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread.take().map_or(Ok(()), |t| t.join())
+    }
+
+    /// Blocks the node's only thread for `pause`.
+    fn stall(&self, pause: Duration) {
+        self.runtime.spawn(async move { std::thread::sleep(pause) });
+    }
+}
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
+}
+
 /// Streams opened while a holder's runtime is stalled arrive together once
 /// it runs again; every one of them must reach the holder and be answered
 /// (here: refused, as the shards do not exist), none dropped on the way.
 #[test]
 fn a_holder_that_falls_behind_answers_every_stream_opened_meanwhile() {
-    let holder_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stall = holder_rt.handle().clone();
-    let (found_tx, found_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let holder_thread = std::thread::spawn(move || {
-        holder_rt.block_on(async {
-            let h = holder(&[tcp()]).await;
-            found_tx
-                .send((h.local_peer_id(), addr_of(&h, false).await))
-                .unwrap();
-            let _ = stop_rx.await;
-        });
-    });
-    let (holder_peer, holder_addr) = found_rx.recv().unwrap();
+    let held = OwnThread::spawn(|| async { (holder(&[tcp()]).await, None) });
+    let (holder_peer, holder_addr) = (held.peer, held.addr.clone());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1016,7 +1069,7 @@ fn a_holder_that_falls_behind_answers_every_stream_opened_meanwhile() {
             owners.push((o, _events));
         }
         // Block the holder's only thread while the owners open streams.
-        stall.spawn(async { std::thread::sleep(Duration::from_millis(700)) });
+        held.stall(Duration::from_millis(700));
         let mut fetches = Vec::new();
         for (i, (o, _)) in owners.iter().enumerate() {
             for j in 0..4u16 {
@@ -1039,8 +1092,7 @@ fn a_holder_that_falls_behind_answers_every_stream_opened_meanwhile() {
             }
         }
     });
-    let _ = stop_tx.send(());
-    holder_thread.join().unwrap();
+    held.stop();
 }
 
 /// A node on 127.0.0.1 whose idle connections close after `idle`, except
@@ -1093,29 +1145,17 @@ async fn kept_peers_stay_connected_while_idle_and_others_are_closed() {
 #[test]
 fn a_kept_connection_to_a_peer_that_stops_answering_pings_is_closed() {
     let ping = (Duration::from_millis(200), Duration::from_millis(300));
-    let peer_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stall = peer_rt.handle().clone();
-    let (found_tx, found_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let peer_thread = std::thread::spawn(move || {
-        peer_rt.block_on(async {
-            let (h, _events) = NetBuilder::new(Keypair::generate_ed25519())
-                .listen_on(tcp())
-                .keep_connected(|_| true)
-                .ping(ping.0, ping.1)
-                .spawn()
-                .await
-                .unwrap();
-            found_tx
-                .send((h.local_peer_id(), addr_of(&h, false).await))
-                .unwrap();
-            let _ = stop_rx.await;
-        });
+    let silent_peer = OwnThread::spawn(move || async move {
+        let (h, events) = NetBuilder::new(Keypair::generate_ed25519())
+            .listen_on(tcp())
+            .keep_connected(|_| true)
+            .ping(ping.0, ping.1)
+            .spawn()
+            .await
+            .unwrap();
+        (h, Some(events))
     });
-    let (peer, addr) = found_rx.recv().unwrap();
+    let (peer, addr) = (silent_peer.peer, silent_peer.addr.clone());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1140,7 +1180,7 @@ fn a_kept_connection_to_a_peer_that_stops_answering_pings_is_closed() {
         // stays silent for longer than that, and the connection must be
         // gone before it wakes.
         let silent = Duration::from_secs(13);
-        stall.spawn(async move { std::thread::sleep(silent) });
+        silent_peer.stall(silent);
         let stalled = std::time::Instant::now();
         while me.connected_peers().await.unwrap().contains(&peer) {
             assert!(
@@ -1150,6 +1190,5 @@ fn a_kept_connection_to_a_peer_that_stops_answering_pings_is_closed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let _ = stop_tx.send(());
-    peer_thread.join().unwrap();
+    silent_peer.stop();
 }
