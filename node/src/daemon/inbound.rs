@@ -8,14 +8,10 @@ use kith_net::{
     ControlRequest, ControlResponse, ErrorCode, ErrorReply, InboundFetch, InboundShard,
     InboundStore, NetEvent, PeerId, MAX_HOLDINGS_PAGE,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncSeekExt},
-    sync::mpsc,
-};
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio::sync::mpsc;
 
 use super::Shared;
-use crate::hold::writeback;
+use crate::hold::direct::{AlignedBuf, ShardReader, ShardWriter};
 
 /// Control requests answered at once. Answers wait for the disk on the
 /// blocking pool; without a bound, a peer flooding requests would have
@@ -181,21 +177,19 @@ enum BodyError {
     Disk(std::io::Error),
 }
 
-/// Writes a shard body to `file` a buffer at a time on the blocking pool,
-/// reading the next buffer from the network meanwhile. Bytes go from the
-/// stream straight into the buffer the file is written from: no copy in
-/// between. Each buffer's disk write is started as soon as it is in the
-/// page cache ([`writeback`]), `offset` being where the first one lands.
-/// On a network error the writes already started are waited for.
+/// Writes a shard body to `file` from `offset` a buffer at a time on the
+/// blocking pool, reading the next buffer from the network meanwhile.
+/// Bytes go from the stream straight into the aligned buffer the file is
+/// written from, which the disk takes directly ([`direct`]). On a network
+/// error the write already started is waited for.
 async fn write_body(
     body: &mut kith_net::StoreBody,
-    file: &Arc<std::fs::File>,
+    file: &Arc<ShardWriter>,
     mut offset: u64,
     cap: usize,
 ) -> Result<(), BodyError> {
-    use std::io::Write as _;
-    type Writing = tokio::task::JoinHandle<std::io::Result<Vec<u8>>>;
-    async fn wait(writing: Option<Writing>) -> Result<Option<Vec<u8>>, BodyError> {
+    type Writing = tokio::task::JoinHandle<std::io::Result<AlignedBuf>>;
+    async fn wait(writing: Option<Writing>) -> Result<Option<AlignedBuf>, BodyError> {
         match writing {
             None => Ok(None),
             Some(w) => match w.await {
@@ -205,43 +199,49 @@ async fn write_body(
             },
         }
     }
-    let mut fill = vec![0u8; cap];
+    let mut fill = AlignedBuf::take(cap);
     let mut filled = 0;
     let mut writing: Option<Writing> = None;
-    loop {
-        let read = match fill.get_mut(filled..) {
-            Some(rest) => body.read(rest).await,
-            None => Ok(0),
+    let result = loop {
+        let read = match fill.as_mut_slice().get_mut(filled..) {
+            Some(rest) if !rest.is_empty() => body.read(rest).await,
+            _ => Ok(0),
         };
         let n = match read {
             Ok(n) => n,
-            Err(e) => {
-                wait(writing).await?;
-                return Err(BodyError::Network(e));
-            }
+            Err(e) => break Err(BodyError::Network(e)),
         };
         filled += n;
         let done = n == 0;
-        if filled == fill.len() || (done && filled > 0) {
-            let back = wait(writing.take()).await?.unwrap_or_default();
-            let mut data = std::mem::replace(&mut fill, back);
-            data.truncate(filled);
-            fill.resize(cap, 0);
+        if filled == fill.capacity() || (done && filled > 0) {
+            let back = match wait(writing.take()).await {
+                Ok(back) => back.unwrap_or_else(|| AlignedBuf::take(cap)),
+                Err(e) => break Err(e),
+            };
+            let data = std::mem::replace(&mut fill, back);
+            let (f, at, len) = (Arc::clone(file), offset, filled);
+            offset += filled as u64;
             filled = 0;
-            let f = Arc::clone(file);
-            let at = offset;
-            offset += data.len() as u64;
             writing = Some(tokio::task::spawn_blocking(move || {
-                (&*f).write_all(&data)?;
-                writeback::start(&f, at, data.len());
+                f.write_at(data.as_slice().get(..len).unwrap_or_default(), at)?;
                 Ok(data)
             }));
         }
         if done {
-            wait(writing).await?;
-            return Ok(());
+            break Ok(());
         }
-    }
+    };
+    fill.give_back();
+    let last = match wait(writing).await {
+        Ok(buf) => {
+            if let Some(buf) = buf {
+                buf.give_back();
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    result.and(last)
 }
 
 /// Receives a shard into the hold.
@@ -279,22 +279,15 @@ async fn receive(shared: &Shared, store: InboundStore) {
         }
     };
     let end = store.offset + store.len;
-    let file = async {
-        if let Some(parent) = ticket.path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
+    let (path, keep) = (ticket.path.clone(), ticket.offset);
+    let file = tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&ticket.path)
-            .await?;
-        f.set_len(ticket.offset).await?;
-        f.seek(std::io::SeekFrom::Start(ticket.offset)).await?;
-        Ok::<_, std::io::Error>(f)
-    };
-    let file = match file.await {
-        Ok(f) => Arc::new(f.into_std().await),
+        ShardWriter::open(&path, keep)
+    });
+    let file = match file.await.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+        Ok(f) => Arc::new(f),
         Err(e) => {
             tracing::error!(path = %ticket.path.display(), %e, "cannot open a shard file");
             let _ = store
@@ -316,7 +309,7 @@ async fn receive(shared: &Shared, store: InboundStore) {
     let written = match write_body(&mut body, &file, ticket.offset, io_buffer(store_len)).await {
         Ok(()) => {
             let f = Arc::clone(&file);
-            tokio::task::spawn_blocking(move || f.sync_data())
+            tokio::task::spawn_blocking(move || f.sync())
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         }
@@ -390,12 +383,7 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
     let available = entry.total_len - fetch.offset;
     let len = fetch.len.map_or(available, |l| l.min(available));
     let path = shared.hold.path(&key);
-    let opened = async {
-        let mut f = tokio::fs::File::open(&path).await?;
-        f.seek(std::io::SeekFrom::Start(fetch.offset)).await?;
-        Ok::<_, std::io::Error>(f)
-    };
-    let file = match opened.await {
+    let mut file = match ShardReader::open(&path, fetch.offset, len, io_buffer(len)) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %path.display(), %e, "cannot open a held shard");
@@ -410,7 +398,7 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
     };
     let sent = if shared.faults.corrupt_shards {
         let mut data = Vec::new();
-        match file.take(len).read_to_end(&mut data).await {
+        match futures::AsyncReadExt::read_to_end(&mut file, &mut data).await {
             Ok(_) => {
                 corrupt(&mut data);
                 fetch.send(&data).await
@@ -418,8 +406,7 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
             Err(e) => Err(e.into()),
         }
     } else {
-        let reader = tokio::io::BufReader::with_capacity(io_buffer(len), file.take(len));
-        fetch.send_from(len, reader.compat()).await
+        fetch.send_from(len, file).await
     };
     if let Err(e) = sent {
         tracing::debug!(%peer, %e, "sending a shard failed");

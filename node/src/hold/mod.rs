@@ -9,6 +9,7 @@
 //! the two (truncating files, dropping entries whose file is gone, and
 //! deleting files the index does not know).
 
+pub(crate) mod direct;
 mod reconcile;
 pub(crate) mod writeback;
 
