@@ -164,7 +164,7 @@ fn answer(shared: &Shared, peer: PeerId, request: ControlRequest) -> ControlResp
 }
 
 /// The most of a shard file read or written at once.
-const FILE_IO: usize = 1 << 20;
+const FILE_IO: usize = crate::hold::direct::POOLED_SIZE;
 
 /// A buffer for `len` bytes of file I/O: up to [`FILE_IO`], never empty.
 fn io_buffer(len: u64) -> usize {

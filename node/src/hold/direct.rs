@@ -30,8 +30,13 @@ use super::writeback;
 /// 4 KiB covers every common logical block size.
 pub(crate) const ALIGN: usize = 4096;
 
-/// Buffers kept for reuse. A holder receiving from a few owners at once
-/// uses two per shard upload and two per shard served.
+/// The size of the buffers kept for reuse: whole-MiB file I/O, what every
+/// shard but a small one uses. Smaller buffers come from the allocator's
+/// own reused memory.
+pub(crate) const POOLED_SIZE: usize = 1 << 20;
+
+/// Buffers kept for reuse. A holder uses two per shard upload and up to
+/// three per shard served.
 const POOLED: usize = 32;
 
 static POOL: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
@@ -45,14 +50,13 @@ pub(crate) struct AlignedBuf {
 
 impl AlignedBuf {
     /// A buffer of `cap` bytes (rounded up to [`ALIGN`]), from the pool
-    /// when one of that size is there.
+    /// when it is of the pooled size.
     pub(crate) fn take(cap: usize) -> Self {
         let cap = cap.max(1).div_ceil(ALIGN) * ALIGN;
-        let pooled = {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            pool.iter()
-                .position(|b| b.cap == cap)
-                .map(|i| pool.swap_remove(i))
+        let pooled = if cap == POOLED_SIZE {
+            POOL.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        } else {
+            None
         };
         pooled.unwrap_or_else(|| {
             let raw = vec![0u8; cap + ALIGN];
@@ -63,11 +67,13 @@ impl AlignedBuf {
         })
     }
 
-    /// Returns the buffer to the pool.
+    /// Returns the buffer to the pool, if it is of the pooled size.
     pub(crate) fn give_back(self) {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOLED {
-            pool.push(self);
+        if self.cap == POOLED_SIZE {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < POOLED {
+                pool.push(self);
+            }
         }
     }
 
@@ -231,6 +237,13 @@ impl ShardReader {
             buffered,
             direct,
         });
+        // A small range that starts inside a block fits in one read.
+        let skip = usize::try_from(offset % ALIGN as u64).unwrap_or(0);
+        let cap = if cap < POOLED_SIZE {
+            (cap + skip).min(POOLED_SIZE)
+        } else {
+            cap
+        };
         let (tx, pieces) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             let end = offset.saturating_add(len);
