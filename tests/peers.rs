@@ -504,10 +504,26 @@ fn a_holder_that_stops_answering_is_dropped_and_the_next_backup_goes_to_the_othe
     // Its sockets stay open: only the missing answers to pings show that
     // it is gone, as with a machine that lost power.
     c.holders[0].freeze();
+    // Until pings fail it still counts as connected; `peer list` says it
+    // does not answer instead of waiting for it.
+    let asked = std::time::Instant::now();
+    let listed = c.owner.peer(&frozen).expect("the frozen holder is listed");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(8),
+        "peer list waited {:?} for the silent holder",
+        asked.elapsed()
+    );
+    assert_eq!(listed["state"], "connected", "{listed}");
+    assert!(
+        listed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not answer")),
+        "{listed}"
+    );
+    assert!(listed["bytes_held_by_it"].is_null(), "{listed}");
     // libp2p reports a failed ping after two in a row: with the defaults
     // (a ping every 15 s, 20 s to answer, 10 s to open a new ping stream)
-    // that takes about a minute, and `peer list` waits 10 s for the frozen
-    // holder each time it asks.
+    // that takes about a minute.
     let start = std::time::Instant::now();
     while c
         .owner

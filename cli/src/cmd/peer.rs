@@ -71,7 +71,8 @@ async fn list(ctx: &Context, client: &mut NodeClient) -> Result<(), CliError> {
     }
     for (row, p) in rows.iter().zip(&peers) {
         let state = match (p.connected, &p.reason, &p.discovered) {
-            (true, _, _) => "connected (direct)".to_owned(),
+            (true, None, _) => "connected (direct)".to_owned(),
+            (true, Some(r), _) => format!("connected (direct), but {r}"),
             (false, Some(r), _) => format!("unreachable: {r}"),
             (false, None, Some(how)) => format!("discovered ({how}), not a friend"),
             (false, None, None) => "unreachable".to_owned(),

@@ -109,7 +109,8 @@ pub struct PeerStatus {
     pub friend: bool,
     /// Connected now (directly: kith has no relays yet).
     pub connected: bool,
-    /// Why it is not connected, when it is not.
+    /// Why it is not connected, when it is not; why `held_by_it` is
+    /// unknown, when it is connected but did not answer.
     pub reason: Option<String>,
     /// Recorded (friends) or discovered addresses.
     pub addrs: Vec<WireAddr>,

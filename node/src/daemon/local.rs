@@ -300,6 +300,11 @@ async fn add_peer(shared: &Shared, code: &str) -> Result<PeerId, String> {
     Ok(code.peer)
 }
 
+/// How long `peer list` waits for a connected friend to say what it holds
+/// for us. A friend whose machine froze keeps its connection until pings
+/// fail (about a minute); the list must not wait on it meanwhile.
+const LIST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Friends and discovered strangers, with their state.
 async fn list_peers(shared: &Shared) -> Vec<PeerStatus> {
     let connected = shared.net.connected_peers().await.unwrap_or_default();
@@ -308,28 +313,32 @@ async fn list_peers(shared: &Shared) -> Vec<PeerStatus> {
         let peer = *peer;
         let is_connected = connected.contains(&peer);
         async move {
-            let held_by_it = if is_connected {
-                match shared
-                    .net
-                    .request(peer, kith_net::ControlRequest::Quota)
-                    .await
-                {
-                    Ok(kith_net::ControlResponse::Quota(q)) => Some(q.used),
-                    _ => None,
+            let (held_by_it, reason) = if is_connected {
+                let ask = shared.net.request(peer, kith_net::ControlRequest::Quota);
+                match tokio::time::timeout(LIST_ANSWER_WAIT, ask).await {
+                    Ok(Ok(kith_net::ControlResponse::Quota(q))) => (Some(q.used), None),
+                    Ok(Ok(other)) => (None, Some(format!("it answered {other:?}"))),
+                    Ok(Err(e)) => (None, Some(format!("it did not answer: {e}"))),
+                    Err(_) => (
+                        None,
+                        Some(format!(
+                            "it did not answer within {} s",
+                            LIST_ANSWER_WAIT.as_secs()
+                        )),
+                    ),
                 }
             } else {
-                None
+                let reason = shared
+                    .book
+                    .error(&peer)
+                    .unwrap_or_else(|| "not connected yet".to_owned());
+                (None, Some(reason))
             };
             PeerStatus {
                 peer: peer.to_bytes(),
                 friend: true,
                 connected: is_connected,
-                reason: (!is_connected).then(|| {
-                    shared
-                        .book
-                        .error(&peer)
-                        .unwrap_or_else(|| "not connected yet".to_owned())
-                }),
+                reason,
                 addrs: addrs_to(addrs),
                 held_for_it: shared.hold.held_for(&peer),
                 held_by_it,
