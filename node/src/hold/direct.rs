@@ -190,8 +190,8 @@ struct ShardFile {
 }
 
 impl ShardFile {
-    /// Reads into `buf` from `offset` (both aligned) until it is full or
-    /// the file ends; returns the bytes read.
+    /// Reads into `buf` from `offset` until it is full or the file ends,
+    /// directly when both are aligned; returns the bytes read.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         if let Some(direct) = self.direct.as_ref() {
             if aligned(buf, offset) && self.direct_ok.load(Ordering::Relaxed) {
