@@ -11,7 +11,7 @@ use kith_net::{
 use tokio::sync::mpsc;
 
 use super::Shared;
-use crate::hold::direct::{AlignedBuf, ShardReader, ShardWriter};
+use crate::hold::direct::{self, AlignedBuf, ShardReader, ShardWriter};
 
 /// Control requests answered at once. Answers wait for the disk on the
 /// blocking pool; without a bound, a peer flooding requests would have
@@ -201,9 +201,10 @@ async fn write_body(
     }
     let mut fill = AlignedBuf::take(cap);
     let mut filled = 0;
+    let mut want = direct::first_fill(offset, fill.capacity());
     let mut writing: Option<Writing> = None;
     let result = loop {
-        let read = match fill.as_mut_slice().get_mut(filled..) {
+        let read = match fill.as_mut_slice().get_mut(filled..want) {
             Some(rest) if !rest.is_empty() => body.read(rest).await,
             _ => Ok(0),
         };
@@ -213,12 +214,13 @@ async fn write_body(
         };
         filled += n;
         let done = n == 0;
-        if filled == fill.capacity() || (done && filled > 0) {
+        if filled == want || (done && filled > 0) {
             let back = match wait(writing.take()).await {
                 Ok(back) => back.unwrap_or_else(|| AlignedBuf::take(cap)),
                 Err(e) => break Err(e),
             };
             let data = std::mem::replace(&mut fill, back);
+            want = fill.capacity();
             let (f, at, len) = (Arc::clone(file), offset, filled);
             offset += filled as u64;
             filled = 0;
@@ -241,6 +243,9 @@ async fn write_body(
         }
         Err(e) => Err(e),
     };
+    if let (Err(BodyError::Network(_)), Err(BodyError::Disk(e))) = (&result, &last) {
+        tracing::warn!(%e, "a shard write failed as its upload broke off");
+    }
     result.and(last)
 }
 
@@ -383,7 +388,7 @@ async fn serve(shared: &Shared, fetch: InboundFetch) {
     let available = entry.total_len - fetch.offset;
     let len = fetch.len.map_or(available, |l| l.min(available));
     let path = shared.hold.path(&key);
-    let mut file = match ShardReader::open(&path, fetch.offset, len, io_buffer(len)) {
+    let mut file = match ShardReader::open(&path, fetch.offset, len, io_buffer(len)).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %path.display(), %e, "cannot open a held shard");

@@ -9,8 +9,8 @@
 //! (docs/BENCHMARKS.md). So shard bodies go to and from the disk directly
 //! (`O_DIRECT`), in whole aligned blocks from aligned buffers, where the
 //! file system takes that; what is not aligned (the start of a resumed
-//! upload, a shard's last partial block) and file systems without direct
-//! I/O (tmpfs) go through the page cache as before.
+//! upload up to the next block boundary, a shard's last partial block) and
+//! file systems without direct I/O go through the page cache as before.
 
 use std::{
     fs::{File, OpenOptions},
@@ -94,6 +94,19 @@ impl AlignedBuf {
     }
 }
 
+/// How much of a buffer of `capacity` bytes the first write of an upload
+/// from `offset` should fill: up to the next block boundary when `offset`
+/// is inside a block (a resumed upload), so that every later write starts
+/// on a boundary and goes to the disk directly.
+pub(crate) fn first_fill(offset: u64, capacity: usize) -> usize {
+    let skew = usize::try_from(offset % ALIGN as u64).unwrap_or(0);
+    if skew > 0 && capacity > skew {
+        capacity - skew
+    } else {
+        capacity
+    }
+}
+
 fn aligned(data: &[u8], offset: u64) -> bool {
     offset.is_multiple_of(ALIGN as u64) && data.as_ptr().align_offset(ALIGN) == 0
 }
@@ -109,6 +122,17 @@ fn open_direct(options: &mut OpenOptions, path: &Path) -> Option<File> {
 #[cfg(not(target_os = "linux"))]
 fn open_direct(_options: &mut OpenOptions, _path: &Path) -> Option<File> {
     None
+}
+
+/// The direct handle of the file `buffered` has open at `path`, or `None`.
+/// The two come from two opens, so a file replaced in between (a delete and
+/// a new store of the same shard) would give two different files: the
+/// direct handle is kept only if it is the same file.
+fn direct_twin(buffered: &File, options: &mut OpenOptions, path: &Path) -> Option<File> {
+    use std::os::unix::fs::MetadataExt as _;
+    let direct = open_direct(options, path)?;
+    let (a, b) = (buffered.metadata().ok()?, direct.metadata().ok()?);
+    (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
 }
 
 /// A direct write or read the file system refused as unaligned: the call
@@ -141,7 +165,7 @@ impl ShardWriter {
             .open(path)?;
         buffered.set_len(keep)?;
         let direct = direct
-            .then(|| open_direct(OpenOptions::new().write(true), path))
+            .then(|| direct_twin(&buffered, OpenOptions::new().write(true), path))
             .flatten();
         Ok(Self {
             direct_ok: AtomicBool::new(direct.is_some()),
@@ -195,22 +219,31 @@ impl ShardFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         if let Some(direct) = self.direct.as_ref() {
             if aligned(buf, offset) && self.direct_ok.load(Ordering::Relaxed) {
-                match read_full(direct, buf, offset) {
+                // A direct read that comes back short has met the end of
+                // the file; reading on from there would be unaligned.
+                match read_full(direct, buf, offset, true) {
                     Err(e) if refused(&e) => self.direct_ok.store(false, Ordering::Relaxed),
                     other => return other,
                 }
             }
         }
-        read_full(&self.buffered, buf, offset)
+        read_full(&self.buffered, buf, offset, false)
     }
 }
 
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// Reads into `buf` at `offset` until it is full or the file ends, or after
+/// the first short read if `short_is_end`.
+fn read_full(file: &File, buf: &mut [u8], offset: u64, short_is_end: bool) -> io::Result<usize> {
     use std::os::unix::fs::FileExt as _;
     let mut filled = 0;
     while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        let want = rest.len();
         match file.read_at(rest, offset + filled as u64) {
             Ok(0) => break,
+            Ok(n) if n < want && short_is_end => {
+                filled += n;
+                break;
+            }
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -236,21 +269,33 @@ pub(crate) struct ShardReader {
 
 impl ShardReader {
     /// Opens the file at `path` for reading bytes `offset..offset + len`.
-    pub(crate) fn open(path: &Path, offset: u64, len: u64, cap: usize) -> io::Result<Self> {
-        Self::open_as(path, offset, len, cap, true)
+    pub(crate) async fn open(path: &Path, offset: u64, len: u64, cap: usize) -> io::Result<Self> {
+        Self::open_as(path, offset, len, cap, true).await
     }
 
     /// [`ShardReader::open`], through the page cache alone unless `direct`.
-    fn open_as(path: &Path, offset: u64, len: u64, cap: usize, direct: bool) -> io::Result<Self> {
-        let buffered = File::open(path)?;
-        let direct = direct
-            .then(|| open_direct(OpenOptions::new().read(true), path))
-            .flatten();
-        let file = Arc::new(ShardFile {
-            direct_ok: AtomicBool::new(direct.is_some()),
-            buffered,
-            direct,
-        });
+    async fn open_as(
+        path: &Path,
+        offset: u64,
+        len: u64,
+        cap: usize,
+        direct: bool,
+    ) -> io::Result<Self> {
+        let path = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || {
+            let buffered = File::open(&path)?;
+            let direct = direct
+                .then(|| direct_twin(&buffered, OpenOptions::new().read(true), &path))
+                .flatten();
+            Ok::<_, io::Error>(ShardFile {
+                direct_ok: AtomicBool::new(direct.is_some()),
+                buffered,
+                direct,
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+        let file = Arc::new(file);
         // A small range that starts inside a block fits in one read.
         let skip = usize::try_from(offset % ALIGN as u64).unwrap_or(0);
         let cap = if cap < POOLED_SIZE {
@@ -416,7 +461,9 @@ mod tests {
                 .into_iter()
                 .flat_map(|c| MODES.map(|d| (c, d)))
             {
-                let mut r = ShardReader::open_as(&path, offset, want, cap, direct).unwrap();
+                let mut r = ShardReader::open_as(&path, offset, want, cap, direct)
+                    .await
+                    .unwrap();
                 let mut got = Vec::new();
                 r.read_to_end(&mut got).await.unwrap();
                 let (a, b) = (offset as usize, (offset + want) as usize);
@@ -429,12 +476,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_direct_handle_is_kept_only_for_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        std::fs::write(&path, b"old").unwrap();
+        let buffered = File::open(&path).unwrap();
+        assert!(direct_twin(&buffered, OpenOptions::new().read(true), &path).is_some());
+        // Deleted and stored anew between the two opens.
+        let other = dir.path().join("new");
+        std::fs::write(&other, b"new").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(direct_twin(&buffered, OpenOptions::new().read(true), &path).is_none());
+    }
+
+    #[test]
+    fn a_resumed_upload_fills_its_first_buffer_to_the_next_block_boundary() {
+        let cap = 1 << 20;
+        assert_eq!(first_fill(0, cap), cap);
+        assert_eq!(first_fill(3 * ALIGN as u64, cap), cap);
+        assert_eq!(first_fill(3 * ALIGN as u64 + 10, cap), cap - 10);
+        for offset in [1u64, 4095, 4097, 123_457] {
+            assert_eq!((offset + first_fill(offset, cap) as u64) % ALIGN as u64, 0);
+        }
+    }
+
     #[tokio::test]
     async fn a_file_shorter_than_asked_is_an_error_not_a_short_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard");
         std::fs::write(&path, pattern(100)).unwrap();
-        let mut r = ShardReader::open(&path, 0, 200, ALIGN).unwrap();
+        let mut r = ShardReader::open(&path, 0, 200, ALIGN).await.unwrap();
         let mut got = Vec::new();
         let e = r.read_to_end(&mut got).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
