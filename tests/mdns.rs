@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kith_e2e::netns::{LinkConfig, NetPair};
-use kith_e2e::node::{wait_for, TestNode};
+use kith_e2e::node::{TestNode, PATIENCE};
 
 #[test]
 fn two_nodes_on_one_lan_find_each_other_with_mdns_and_become_friends() {
@@ -28,17 +28,32 @@ fn two_nodes_on_one_lan_find_each_other_with_mdns_and_become_friends() {
     let mut b = TestNode::init(&tmp.path().join("b"), &args);
     a.netns = Some(pair.server.clone());
     b.netns = Some(pair.client.clone());
+    // Every mDNS packet in the logs, for the failure message below.
+    for n in [&mut a, &mut b] {
+        n.env
+            .push(("KITH_LOG".into(), "info,libp2p_mdns=trace".into()));
+    }
     a.start();
     b.start();
     let (pa, pb) = (a.peer_id(), b.peer_id());
 
-    wait_for("each node to discover the other by mDNS", || {
-        let found = |n: &TestNode, p: &str| {
-            n.peer(p)
-                .is_some_and(|e| e["discovered_by"] == "mdns" && e["friend"] == false)
-        };
-        found(&a, &pb) && found(&b, &pa)
-    });
+    let found = |n: &TestNode, p: &str| {
+        n.peer(p)
+            .is_some_and(|e| e["discovered_by"] == "mdns" && e["friend"] == false)
+    };
+    let start = std::time::Instant::now();
+    while !(found(&a, &pb) && found(&b, &pa)) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "gave up waiting for each node to discover the other by mDNS\n\
+             a's peers: {:?}\nb's peers: {:?}\n--- a's log ---\n{}\n--- b's log ---\n{}",
+            a.peers(),
+            b.peers(),
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let seen = a.peer(&pb).unwrap();
     let addrs: Vec<&str> = seen["addresses"]
         .as_array()
